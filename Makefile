@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format bench-masks clean
+
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@echo "make demo: the pretraining demo is not yet available (it arrives with the training loop)."
+	@echo "Meanwhile, mask pictures:"
+	$(BIN)/python -m mim_jax.masking.viz --out out/masks.png
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+lint:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench-masks: $(STAMP)
+	for m in random red blue green purple; do \
+		$(BIN)/python -m mim_jax.bench masks --mask $$m --grid 14,14 --batch-size 4096; done
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,1 @@
+"""mim_jax.data (arrives with its issue)."""

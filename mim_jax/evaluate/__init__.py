@@ -1,0 +1,1 @@
+"""mim_jax.evaluate (arrives with its issue)."""

@@ -1,0 +1,1 @@
+"""mim_jax.export (arrives with its issue)."""

@@ -1,0 +1,1 @@
+"""mim_jax.models (arrives with its issue)."""

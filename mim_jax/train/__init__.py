@@ -1,0 +1,1 @@
+"""mim_jax.train (arrives with its issue)."""

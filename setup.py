@@ -1,0 +1,46 @@
+"""Package metadata for mim_jax: masked image modelling pretraining in JAX/Flax."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax>=0.6,<0.11",
+    "flax>=0.11,<0.13",
+    "optax>=0.2.4,<0.3",
+    "orbax-checkpoint>=0.11,<0.13",
+    "ml-collections>=1.0,<2",
+    "chex>=0.1.89,<0.2",
+    "grain>=0.2.10,<0.3",
+    "tensorflow-datasets>=4.9.8,<5",
+    "numpy>=1.26,<3",
+    "scipy>=1.11,<2",
+    "matplotlib>=3.8,<4",
+]
+
+EXTRAS = {
+    "dev": [
+        "pytest>=8,<10",
+        "pytest-xdist>=3.5,<4",
+        "pytest-timeout>=2.3,<3",
+        "hypothesis>=6.100,<7",
+        "ruff>=0.6,<1",
+        "nbclient>=0.10,<1",
+        "nbformat>=5.10,<6",
+        "ipykernel>=6.29,<8",
+    ],
+    "tfds": ["tensorflow-cpu>=2.16"],
+    "torch-export": ["torch>=2.4", "transformers>=4.44", "safetensors>=0.4"],
+}
+
+setup(
+    name="mim_jax",
+    version="0.1.0",
+    description="Masked image modelling (MAE family) pretraining in JAX/Flax with on-device masks.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["mim_jax", "mim_jax.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)
