@@ -8,11 +8,15 @@ A strategy is a frozen dataclass whose fields are its options. Subclasses implem
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import jax
 
 from mim_jax.masking.core import Grid, Masks, check_request
+
+STATIC_ARGNAMES = ("batch_size", "grid", "k")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +35,20 @@ class MaskGenerator:
 
     def __post_init__(self) -> None:
         self._validate_options()
-        jitted = jax.jit(self._generate, static_argnames=("batch_size", "grid", "k"))
+        try:  # equal generators (same class and options) share one compiled function
+            hash(self)
+            jitted = functools.partial(type(self)._shared_jit(), self)
+        except TypeError:
+            jitted = jax.jit(self._generate, static_argnames=STATIC_ARGNAMES)
         object.__setattr__(self, "_jitted", jitted)
+
+    @classmethod
+    def _shared_jit(cls) -> Callable[..., Masks]:
+        if "_class_jit" not in cls.__dict__:
+            cls._class_jit = jax.jit(
+                cls._generate, static_argnums=0, static_argnames=STATIC_ARGNAMES
+            )
+        return cls.__dict__["_class_jit"]
 
     def __call__(self, key: jax.Array, *, batch_size: int, grid: Grid, mask_ratio: float) -> Masks:
         grid, k = check_request(self.name, batch_size, grid, mask_ratio, self.ndims)

@@ -55,9 +55,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=2048)
     args = parser.parse_args(argv)
     grid = tuple(int(g) for g in args.grid.split(","))
+    print(f"grid {grid}, mask_ratio {args.mask_ratio}, {args.samples} samples per colour\n")
     print(
-        f"| colour | sigmas (patches) | mean visible cluster | isolated visible | "
-        f"spectrum peak / dip vs white (cycles/patch) |  grid {grid}, ratio {args.mask_ratio}"
+        "| colour | sigmas (patches) | mean visible cluster | isolated visible | "
+        "spectrum peak / dip vs white (cycles/patch) |"
     )
     print("|---|---|---|---|---|")
     for row in colour_table(grid, args.mask_ratio, args.samples):

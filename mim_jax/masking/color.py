@@ -10,9 +10,15 @@ a Gaussian of std ``sigma`` patches (transfer function ``exp(-2 pi^2 sum_i sigma
     green  : G(sigma1) - G(sigma2)         band-pass (difference of Gaussians, sigma1 < sigma2)
     purple : 1 - (G(sigma1) - G(sigma2))   band-stop
 
-The noise is made on a periodic field twice the grid in every axis, then each sample takes its
-own random crop and random flips (the FFT's wrap-around never reaches inside a window). As in
-the paper, the K *highest* values of each window stay visible.
+White noise is synthesised directly in the Fourier domain (independent uniform real and
+imaginary parts per frequency, self-conjugate bins rescaled so every frequency gets the same
+power), multiplied by the filter and inverse-transformed: one inverse FFT instead of a forward
+and an inverse one, and every field value is a sum over all coefficients, so the field is
+Gaussian white noise before filtering and has no ties. The periodic field is larger than the grid
+by a margin of ``ceil(4 * sigma)`` patches per axis (at that distance the filtered noise's
+autocorrelation has fallen below 2%, so the wrap-around does not show inside a window); each
+sample then takes its own random crop and random flips. As in the paper, the K *highest* values
+of each window stay visible.
 
 Default sigmas (patch units) and how they were calibrated: the paper's sigmas are not published
 (``shared/research/colormae.md`` §1.1), so mim_jax picks them from the figures' description and
@@ -32,6 +38,7 @@ grids of spectrogram patches with a separate sigma per axis. Both rank all N pat
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -94,10 +101,32 @@ def color_transfer(color: str, field: Grid, **sigmas: Sigma) -> np.ndarray:
 
 
 def filtered_noise(key: jax.Array, batch_size: int, transfer: np.ndarray, field: Grid) -> jax.Array:
-    """float32[B, *field] white Gaussian noise filtered by ``transfer`` (periodic boundary)."""
+    """float32[B, *field] white noise filtered by ``transfer``, on a periodic field.
+
+    The spectrum is drawn directly: real and imaginary parts uniform on (-1, 1), 16 bits each, two
+    per random 32-bit word (half the random bits of float draws; the inverse FFT sums hundreds of
+    them per value, so the field is continuous and Gaussian). ``irfftn`` reads only the real part
+    of the self-conjugate columns (last-axis frequency 0 and, for even sizes, Nyquist), which
+    would leave them half the power of the others; they are scaled by sqrt(2) to stay white.
+
+    Args:
+      key: PRNG key.
+      batch_size: B.
+      transfer: float32 filter on the ``rfftn`` grid of ``field`` (from :func:`color_transfer`).
+      field: the real field's shape.
+    """
+    spectrum_shape = transfer.shape
+    count = 2 * math.prod(spectrum_shape)
+    words = jax.random.bits(key, (batch_size, (count + 1) // 2), jnp.uint32)
+    halves = jnp.stack([words >> 16, words & 0xFFFF], axis=-1).reshape(batch_size, -1)
+    uniform = (halves[:, :count].astype(jnp.float32) - 32767.5) * (1.0 / 32768.0)
+    real, imag = (part.reshape(batch_size, *spectrum_shape) for part in jnp.split(uniform, 2, -1))
+    weight = np.array(transfer, np.float32)
+    weight[..., 0] *= np.sqrt(2.0)
+    if field[-1] % 2 == 0:
+        weight[..., -1] *= np.sqrt(2.0)
+    spectrum = jax.lax.complex(real, imag) * weight
     axes = tuple(range(1, len(field) + 1))
-    white = jax.random.normal(key, (batch_size, *field), jnp.float32)
-    spectrum = jnp.fft.rfftn(white, axes=axes) * transfer
     return jnp.fft.irfftn(spectrum, s=field, axes=axes).astype(jnp.float32)
 
 
@@ -175,8 +204,9 @@ class ColorMasking(MaskGenerator):
       color: "white", "red", "blue", "green" (the paper's recommendation) or "purple".
       sigma: red/blue Gaussian std in patches (a float, or one per axis).
       sigma1, sigma2: green/purple inner and outer Gaussian stds, sigma1 < sigma2.
-      field_scale: the noise field is ``field_scale`` times the grid in each axis (>= 1; 2 by
-        default). 1 means no crop: the window is the whole periodic field.
+      margin: patches added to each grid axis to make the periodic noise field that windows are
+        cropped from (an int or one per axis); None picks ``ceil(4 * largest sigma)`` per axis
+        (0 for white noise). 0 means no crop: the window is the whole periodic field.
     """
 
     name = "color"
@@ -185,16 +215,32 @@ class ColorMasking(MaskGenerator):
     sigma: Sigma | None = None
     sigma1: Sigma | None = None
     sigma2: Sigma | None = None
-    field_scale: int = 2
+    margin: int | tuple[int, ...] | None = None
 
     def _validate_options(self) -> None:
         given = {"sigma": self.sigma, "sigma1": self.sigma1, "sigma2": self.sigma2}
-        sigmas = resolve_sigmas(self.name, self.color, given, self.ndims[0])
+        ndim = self.ndims[0]
+        sigmas = resolve_sigmas(self.name, self.color, given, ndim)
         object.__setattr__(self, "_sigmas", sigmas)
-        if not isinstance(self.field_scale, int) or self.field_scale < 1:
+        for option, value in sigmas.items():  # lists become tuples: the generator stays hashable
+            object.__setattr__(self, option, value)
+        if isinstance(self.margin, list):
+            object.__setattr__(self, "margin", tuple(self.margin))
+        object.__setattr__(self, "_margin", self._resolve_margin(sigmas, ndim))
+
+    def _resolve_margin(self, sigmas: dict[str, Sigma], ndim: int) -> tuple[int, ...]:
+        if self.margin is None:
+            per_axis = [np.broadcast_to(np.asarray(v, float), (ndim,)) for v in sigmas.values()]
+            widest = np.max(per_axis, axis=0) if per_axis else np.zeros(ndim)
+            return tuple(math.ceil(4 * w) for w in widest)
+        values = self.margin if isinstance(self.margin, tuple | list) else (self.margin,) * ndim
+        valid = all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in values)
+        if len(values) != ndim or not valid:
             raise ValueError(
-                f"{self.name}: option field_scale must be an int >= 1, got {self.field_scale!r}."
+                f"{self.name}: option margin must be an int >= 0 or {ndim} of them, "
+                f"got {self.margin!r}."
             )
+        return tuple(values)
 
     @property
     def sigmas(self) -> dict[str, Sigma]:
@@ -203,11 +249,11 @@ class ColorMasking(MaskGenerator):
 
     def noise_field(self, key: jax.Array, batch_size: int, grid: Grid) -> jax.Array:
         """float32[B, *grid] filtered noise windows; masks keep the K highest values."""
-        field = tuple(self.field_scale * g for g in grid)
+        field = tuple(g + m for g, m in zip(grid, self._margin, strict=True))
         transfer = color_transfer(self.color, field, **self._sigmas)
         key_noise, key_crop = jax.random.split(key)
         fields = filtered_noise(key_noise, batch_size, transfer, field)
-        if self.field_scale == 1:
+        if field == grid:
             return fields
         return random_windows(key_crop, fields, grid)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import zipfile
 from typing import Any
 
 import jax
@@ -87,15 +88,19 @@ def load_bank(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """Reads a bank file; returns ``(float32[L, M, N], metadata)``.
 
     The bank is the array named ``noise`` or, failing that, the file's first array (the official
-    ColorMAE files hold one array). Raises ValueError for a missing or unreadable file or an
-    array that is not 3-D.
+    ColorMAE files hold one array); a ``.npy`` file holding the array works too. Raises
+    ValueError for a missing or unreadable file or an array that is not 3-D.
     """
     try:
-        with np.load(path) as data:
-            name = "noise" if "noise" in data.files else data.files[0]
-            bank = np.asarray(data[name], np.float32)
-            meta = {k[5:]: data[k].item() for k in data.files if k.startswith("meta_")}
-    except (OSError, ValueError, IndexError, EOFError) as err:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # a plain .npy file
+            bank, meta = loaded.astype(np.float32), {}
+        else:
+            with loaded as data:
+                name = "noise" if "noise" in data.files else data.files[0]
+                bank = np.asarray(data[name], np.float32)
+                meta = {k[5:]: data[k].item() for k in data.files if k.startswith("meta_")}
+    except (OSError, ValueError, IndexError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"colorbank: cannot read a noise bank from {path!s}: {err}") from err
     if bank.ndim != 3:
         raise ValueError(

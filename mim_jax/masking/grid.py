@@ -55,6 +55,7 @@ class GridMasking(MaskGenerator):
         if not isinstance(self.period, int) or self.period < 2:
             raise ValueError(f"grid: option period must be an int >= 2, got {self.period!r}.")
         off = tuple(self.offset)
+        object.__setattr__(self, "offset", off)
         if len(off) != 2 or not all(isinstance(o, int) and 0 <= o < self.period for o in off):
             raise ValueError(
                 f"grid: option offset must be (row, col) with entries in [0, {self.period}), "

@@ -66,7 +66,7 @@ def get(name: str, **options: Any) -> MaskGenerator:
                               ratio 0.75; ``m.secondary`` marks re-hidden visible tokens)
     tube        (T, H, W)     none (VideoMAE); K must be a multiple of T
     color       (H, W)        color ["green"], sigma (red/blue), sigma1 < sigma2
-                              (green/purple), field_scale [2] (ColorMAE, on the fly)
+                              (green/purple), margin [auto] (ColorMAE, on the fly)
     color3d     (T, H, W)     as color, sigmas per axis allowed (video, smooth in time)
     color_tf    (T, F)        as color, sigmas per axis (spectrograms)
     colorbank   (H, W)        color, bank [None | path.npz | array], crop ["per_sample" |

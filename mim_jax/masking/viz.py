@@ -1,5 +1,8 @@
 """Pictures of masks: batches as PNG grids, masks laid over images, and a strategy gallery.
 
+Figures are drawn with matplotlib's object API and written straight to PNG, so importing this
+module leaves pyplot's backend (for example a notebook's inline plots) alone.
+
 ``python -m mim_jax.masking.viz --out masks.png`` draws a row of samples per strategy.
 Visible patches are light, masked patches dark.
 """
@@ -11,11 +14,8 @@ import os
 from collections.abc import Sequence
 
 import jax
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from mim_jax.masking.core import Masks
 from mim_jax.masking.registry import get
@@ -54,7 +54,8 @@ def render_masks(
     if images.ndim != 3:
         raise ValueError(f"render_masks draws 2-D grids; got grid {tuple(grid)}.")
     rows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(rows, ncols, figsize=(1.3 * ncols, 1.3 * rows + 0.4), squeeze=False)
+    fig = Figure(figsize=(1.3 * ncols, 1.3 * rows + 0.4))
+    axes = fig.subplots(rows, ncols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image in zip(axes.ravel(), images, strict=False):
@@ -63,7 +64,6 @@ def render_masks(
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return str(path)
 
 
@@ -93,7 +93,8 @@ def render_masked_image(
     """Draws ``image`` (float[H, W, C] in [0, 1]) under each mask of a batch; returns the path."""
     mask = np.asarray(masks.mask, bool)
     panels = [image] + [apply_mask(image, row, patch_size) for row in mask]
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.6 * len(panels), 1.9), squeeze=False)
+    fig = Figure(figsize=(1.6 * len(panels), 1.9))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, panel, label in zip(
         axes[0], panels, ["image"] + [f"mask {i}" for i in range(len(mask))], strict=True
     ):
@@ -102,7 +103,6 @@ def render_masked_image(
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return str(path)
 
 
@@ -115,9 +115,8 @@ def render_gallery(
 ) -> str:
     """One row of ``samples`` masks per strategy in ``GALLERY``; returns the path."""
     key = jax.random.key(seed)
-    fig, axes = plt.subplots(
-        len(GALLERY), samples, figsize=(1.2 * samples + 1.2, 1.2 * len(GALLERY)), squeeze=False
-    )
+    fig = Figure(figsize=(1.2 * samples + 1.2, 1.2 * len(GALLERY)))
+    axes = fig.subplots(len(GALLERY), samples, squeeze=False)
     for row, (label, name, options) in enumerate(GALLERY):
         ratio = 0.4 if name == "block" else mask_ratio  # BEiT's recipe masks ~40%
         masks = get(name, **options)(key, batch_size=samples, grid=grid, mask_ratio=ratio)
@@ -129,7 +128,6 @@ def render_gallery(
         axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return str(path)
 
 
