@@ -1,0 +1,218 @@
+"""Transformer building blocks shared by the ViT encoder and the MAE / CrossMAE decoders.
+
+Conventions (all modules here):
+
+- ``dtype`` is the compute dtype (e.g. bfloat16), ``param_dtype`` the storage dtype (float32).
+  LayerNorm statistics and the attention softmax are always computed in float32.
+- Every parameter carries logical axis names (``out_sharding`` metadata, see
+  :mod:`mim_jax.models.sharding_rules`). Values are sharded at creation only when a mesh is active
+  (flax's eager sharding); without a mesh, modules build on one device and the names stay as
+  metadata for ``nnx.get_partition_spec``.
+- Linear layers are ``nnx.LinearGeneral`` with xavier-uniform init on the flat [in, out] view and
+  zero bias, as MAE's ``_init_weights`` (the fused qkv kernel [D, 3, H, hd] is initialised as the
+  reference's [D, 3D] ``nn.Linear``; ``kernel.reshape(D, 3*D).T`` is timm's ``qkv.weight``).
+- LayerNorm eps 1e-6 with two-pass variance, as ``torch.nn.LayerNorm(eps=1e-6)`` in MAE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Axes = tuple[str | None, ...]
+Dtype = Any
+
+LN_EPS = 1e-6
+
+
+def eager_sharding() -> bool:
+    """Shard values at creation only when a mesh is set (``jax.set_mesh``) and flax allows it."""
+    return (not jax.sharding.get_abstract_mesh().empty) and nnx.using_eager_sharding()
+
+
+def partitioned(init: Callable[..., jax.Array], axes: Axes) -> Callable[..., Any]:
+    """``init`` annotated with logical axis names ``axes`` (one per dimension of the value)."""
+    return nnx.with_partitioning(init, axes, eager_sharding=eager_sharding())
+
+
+class FixedEmbed(nnx.Variable):
+    """A non-trainable table (the fixed sin-cos position embeddings).
+
+    Not an ``nnx.Param``: ``nnx.split(model, nnx.Param, ...)`` and ``nnx.Optimizer(...,
+    wrt=nnx.Param)`` leave it out, like MAE's ``requires_grad=False`` ``pos_embed``.
+    """
+
+
+def fixed_embed(table: Any, axes: Axes = ("pos", "embed")) -> FixedEmbed:
+    """Wraps a [rows, width] float32 table as a :class:`FixedEmbed` with logical axis names."""
+    eager = eager_sharding()
+    if eager:
+        # Under a mesh, eager sharding needs a mesh-sharded input: make the constant inside jit.
+        value = jax.jit(lambda: jnp.asarray(table, jnp.float32))()
+    else:
+        value = jnp.asarray(table, jnp.float32)
+    chex.assert_rank(value, len(axes))
+    return FixedEmbed(value, out_sharding=axes, eager_sharding=eager)
+
+
+def token_param(width: int, param_dtype: Dtype, rngs: nnx.Rngs) -> nnx.Param:
+    """A learned [1, 1, width] token (cls / mask token), init N(0, 0.02) as MAE."""
+    init = partitioned(nnx.initializers.normal(0.02), (None, None, "embed"))
+    return nnx.Param(init(rngs.params(), (1, 1, width), param_dtype))
+
+
+def dense(
+    in_features: int | Sequence[int],
+    out_features: int | Sequence[int],
+    axes: Axes,
+    *,
+    dtype: Dtype,
+    param_dtype: Dtype,
+    rngs: nnx.Rngs,
+    axis: int | Sequence[int] = -1,
+    use_bias: bool = True,
+) -> nnx.LinearGeneral:
+    """LinearGeneral with xavier-uniform (flat view) kernel, zero bias and logical axis names.
+
+    Args:
+      in_features, out_features: sizes (ints or tuples); kernel shape is in + out.
+      axes: logical names for the kernel dims (in dims then out dims); the bias takes the out part.
+      axis: input axes contracted (default the last).
+    """
+    n_out = 1 if isinstance(out_features, int) else len(out_features)
+    return nnx.LinearGeneral(
+        in_features,
+        out_features,
+        axis=axis,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=partitioned(nnx.initializers.xavier_uniform(), axes),
+        bias_init=partitioned(nnx.initializers.zeros_init(), axes[-n_out:]),
+        rngs=rngs,
+    )
+
+
+def layer_norm(width: int, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """LayerNorm(eps 1e-6), scale 1 and bias 0, both on the ``embed`` logical axis."""
+    return nnx.LayerNorm(
+        width,
+        epsilon=LN_EPS,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        use_fast_variance=False,
+        scale_init=partitioned(nnx.initializers.ones_init(), ("embed",)),
+        bias_init=partitioned(nnx.initializers.zeros_init(), ("embed",)),
+        rngs=rngs,
+    )
+
+
+class Mlp(nnx.Module):
+    """fc1 -> exact GELU -> fc2 ([B, L, D] -> [B, L, D])."""
+
+    def __init__(
+        self, width: int, mlp_dim: int, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs
+    ):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.fc1 = dense(width, mlp_dim, ("embed", "mlp"), **kw)
+        self.fc2 = dense(mlp_dim, width, ("mlp", "embed"), **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        # torch.nn.GELU() default is the exact erf form.
+        return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+
+
+def _attend(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """[B, Lq, H, hd] x [B, Lk, H, hd] -> [B, Lq, H, hd], scale 1/sqrt(hd), fp32 softmax."""
+    return jax.nn.dot_product_attention(q, k, v)
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention with a fused qkv projection ([B, L, D] -> [B, L, D])."""
+
+    def __init__(
+        self, width: int, num_heads: int, *, dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs
+    ):
+        if width % num_heads:
+            raise ValueError(f"width {width} is not divisible by num_heads {num_heads}.")
+        head_dim = width // num_heads
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.qkv = dense(width, (3, num_heads, head_dim), ("embed", "qkv", "heads", "kv"), **kw)
+        self.proj = dense(
+            (num_heads, head_dim), width, ("heads", "kv", "embed"), axis=(-2, -1), **kw
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        qkv = self.qkv(x)  # [B, L, 3, H, hd]
+        out = _attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+        return self.proj(out)
+
+
+class CrossAttention(nnx.Module):
+    """Queries from ``x`` [B, Lq, D], keys/values projected from ``context`` [B, Lk, Dc].
+
+    As CrossMAE's ``CrossAttention``: ``q = Linear(D, D)``, ``kv = Linear(Dc, 2D)``, ``proj``.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        context_width: int,
+        num_heads: int,
+        *,
+        dtype: Dtype,
+        param_dtype: Dtype,
+        rngs: nnx.Rngs,
+    ):
+        if width % num_heads:
+            raise ValueError(f"width {width} is not divisible by num_heads {num_heads}.")
+        head_dim = width // num_heads
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q = dense(width, (num_heads, head_dim), ("embed", "heads", "kv"), **kw)
+        self.kv = dense(
+            context_width, (2, num_heads, head_dim), ("embed", "qkv", "heads", "kv"), **kw
+        )
+        self.proj = dense(
+            (num_heads, head_dim), width, ("heads", "kv", "embed"), axis=(-2, -1), **kw
+        )
+
+    def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
+        q = self.q(x)  # [B, Lq, H, hd]
+        kv = self.kv(context)  # [B, Lk, 2, H, hd]
+        return self.proj(_attend(q, kv[:, :, 0], kv[:, :, 1]))
+
+
+class Block(nnx.Module):
+    """Pre-norm ViT block: ``x += Attn(LN(x)); x += MLP(LN(x))`` ([B, L, D] -> [B, L, D])."""
+
+    def __init__(
+        self,
+        width: int,
+        num_heads: int,
+        mlp_dim: int,
+        *,
+        dtype: Dtype,
+        param_dtype: Dtype,
+        rngs: nnx.Rngs,
+    ):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.norm1 = layer_norm(width, **kw)
+        self.attn = SelfAttention(width, num_heads, **kw)
+        self.norm2 = layer_norm(width, **kw)
+        self.mlp = Mlp(width, mlp_dim, **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def apply_block(block: nnx.Module, *args: jax.Array, remat: bool = False) -> jax.Array:
+    """``block(*args)``, rematerialised in the backward pass when ``remat`` is set."""
+    if remat:
+        return jax.checkpoint(lambda blk, *a: blk(*a))(block, *args)
+    return block(*args)
