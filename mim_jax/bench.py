@@ -7,6 +7,13 @@ with the measurement, and the ratio between the two.
       {"what": "masks", "mask": "green", "masks_per_s": ..., "batch_size": 4096,
        "grid": [14, 14], "baseline": "random", "baseline_masks_per_s": ...,
        "speed_vs_baseline": ..., ...}
+
+  python -m mim_jax.bench train-step --model vit_tiny --image-size 224 --patch-size 16 \
+      --batch-size 32 --mask green [--baseline-mask random] [--vs-torch] [--peak-tflops X]
+      one line per step measured: {"what": "train_step", "mask": ..., "img_per_s", "step_ms",
+      "compile_s", "devices", "peak_memory_bytes", "model_flops_per_step", "model_tflops_per_s",
+      "mfu" (with --peak-tflops), ...}; the baseline mask's line carries "step_time_vs_baseline";
+      with --vs-torch a "torch_train_step" line and "speed_vs_torch".
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import jax
+import numpy as np
 
 from mim_jax import masking
 
@@ -89,6 +97,135 @@ def bench_masks(args: argparse.Namespace) -> dict:
     return result
 
 
+def train_step_runner(args: argparse.Namespace, mask: str):
+    """Builds and compiles the train step for ``mask``; returns (run, info) for timing.
+
+    ``run(i)`` performs one step (the state is carried between calls); ``info`` holds the
+    compile time, the compiled memory estimate and the analytic FLOPs per step.
+    """
+    from mim_jax import models
+    from mim_jax.train.optimizer import OptimizerConfig, make_optimizer
+    from mim_jax.train.sharding import make_mesh
+    from mim_jax.train.step import MaskSpec, compile_train_step
+
+    model = models.mae_model(
+        args.model,
+        image_size=args.image_size,
+        patch_size=args.patch_size,
+        decoder=args.decoder,
+        decoder_width=args.decoder_width,
+        decoder_depth=args.decoder_depth,
+        decoder_num_heads=args.decoder_heads,
+        pred_fraction=args.pred_fraction,
+        dtype=args.dtype,
+        rngs=0,
+    )
+    mesh = make_mesh(args.data, args.fsdp, args.tensor)
+    tx, schedule = make_optimizer(OptimizerConfig(learning_rate=1.5e-4, total_steps=10_000))
+    compiled = compile_train_step(
+        model, tx, schedule, mesh, MaskSpec(mask, args.mask_ratio), args.batch_size
+    )
+    images = np.random.default_rng(0).random(
+        (args.batch_size, *model.config.tokens.input_shape), np.float32
+    )
+    batch = {"image": jax.device_put(images, compiled.batch_sharding)}
+    key = jax.random.key(0)
+    start = time.perf_counter()
+    executable = compiled.step.lower(compiled.state, batch, key).compile()
+    compile_s = time.perf_counter() - start
+    memory = executable.memory_analysis()
+    peak = None
+    if memory is not None:
+        peak = (
+            memory.argument_size_in_bytes
+            + memory.output_size_in_bytes
+            + memory.temp_size_in_bytes
+            - memory.alias_size_in_bytes
+        )
+    holder = {"state": compiled.state}
+
+    def run(_):
+        holder["state"], metrics = executable(holder["state"], batch, key)
+        return metrics
+
+    jax.block_until_ready(run(0))  # first execution (allocations) untimed
+    n = model.config.tokens.num_patches
+    k = masking.num_visible(n, args.mask_ratio)
+    flops = models.mae_train_flops(model.config, k, batch_size=args.batch_size)
+    params = sum(x.size for x in jax.tree.leaves(compiled.state.params))
+    info = {"compile_s": compile_s, "peak_memory_bytes": peak, "flops": flops, "params": params}
+    return run, info, model.config
+
+
+def bench_train_step(args: argparse.Namespace) -> list[dict]:
+    masks_to_time = [args.mask]
+    if args.baseline_mask not in ("none", args.mask):
+        masks_to_time.append(args.baseline_mask)
+    runners = {m: train_step_runner(args, m) for m in masks_to_time}
+    seconds = time_interleaved(
+        {m: runner for m, (runner, _, _) in runners.items()}, args.repeats, args.inner
+    )
+    results = []
+    for m in masks_to_time:
+        _, info, _ = runners[m]
+        step_s = seconds[m]
+        tflops = info["flops"] / step_s / 1e12
+        result = {
+            "what": "train_step",
+            "model": args.model,
+            "mask": m,
+            "image_size": args.image_size,
+            "patch_size": args.patch_size,
+            "batch_size": args.batch_size,
+            "decoder": args.decoder,
+            "dtype": args.dtype,
+            "img_per_s": args.batch_size / step_s,
+            "step_ms": 1e3 * step_s,
+            "compile_s": info["compile_s"],
+            "peak_memory_bytes": info["peak_memory_bytes"],
+            "params": info["params"],
+            "model_flops_per_step": info["flops"],
+            "model_tflops_per_s": tflops,
+            "devices": jax.device_count(),
+            "mesh": {"data": args.data, "fsdp": args.fsdp, "tensor": args.tensor},
+            "backend": jax.default_backend(),
+        }
+        if args.peak_tflops:
+            result["mfu"] = tflops / (args.peak_tflops * jax.device_count())
+        if m != args.mask:
+            result["baseline_for"] = args.mask
+            results[0]["step_time_vs_baseline"] = seconds[args.mask] / step_s
+        results.append(result)
+    if args.vs_torch:
+        results.append(torch_reference(args, runners[args.mask][2], results[0]))
+    return results
+
+
+def torch_reference(args: argparse.Namespace, config, jax_result: dict) -> dict:
+    """Times transformers' ViTMAEForPreTraining with the same configuration, same process."""
+    from mim_jax.bench_torch import time_torch_mae_step
+
+    enc, dec = config.encoder, config.decoder
+    result = time_torch_mae_step(
+        width=enc.width,
+        depth=enc.depth,
+        num_heads=enc.num_heads,
+        mlp_dim=enc.mlp_dim,
+        decoder_width=dec.width,
+        decoder_depth=dec.depth,
+        decoder_num_heads=dec.num_heads,
+        decoder_mlp_dim=dec.mlp_dim,
+        image_size=args.image_size,
+        patch_size=args.patch_size,
+        batch_size=args.batch_size,
+        mask_ratio=args.mask_ratio,
+        norm_pix_loss=config.norm_pix_loss,
+        repeats=args.repeats,
+    )
+    jax_result["speed_vs_torch"] = jax_result["img_per_s"] / result["img_per_s"]
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mim_jax.bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,12 +239,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     masks.add_argument("--baseline", default="random", help="strategy timed alongside, or none")
     masks.add_argument("--repeats", type=int, default=15, help="timed rounds (median reported)")
     masks.add_argument("--inner", type=int, default=3, help="calls per timed round")
+    step = sub.add_parser("train-step", help="MAE train step throughput, FLOP/s and MFU")
+    step.add_argument("--model", default="vit_tiny", help="vit_tiny ... vit_giant")
+    step.add_argument("--image-size", type=int, default=224)
+    step.add_argument("--patch-size", type=int, default=16)
+    step.add_argument("--batch-size", type=int, default=32)
+    step.add_argument("--mask", default="random", help="registry name or colour name")
+    step.add_argument("--mask-ratio", type=float, default=0.75)
+    step.add_argument(
+        "--baseline-mask", default="random", help="mask timed alongside (same model), or none"
+    )
+    step.add_argument("--decoder", default="mae", choices=("mae", "crossmae"))
+    step.add_argument("--decoder-width", type=int, default=512)
+    step.add_argument("--decoder-depth", type=int, default=8)
+    step.add_argument("--decoder-heads", type=int, default=16)
+    step.add_argument("--pred-fraction", type=float, default=1.0, help="CrossMAE query share")
+    step.add_argument("--dtype", default="float32", help="compute dtype (float32 or bfloat16)")
+    step.add_argument("--data", type=int, default=-1, help="mesh data axis (-1: all devices)")
+    step.add_argument("--fsdp", type=int, default=1)
+    step.add_argument("--tensor", type=int, default=1)
+    step.add_argument("--repeats", type=int, default=10, help="timed rounds (median reported)")
+    step.add_argument("--inner", type=int, default=1, help="steps per timed round")
+    step.add_argument("--peak-tflops", type=float, default=None, help="per-device peak for MFU")
+    step.add_argument("--vs-torch", action="store_true", help="also time transformers' ViTMAE")
     args = parser.parse_args(argv)
     try:
-        result = bench_masks(args)
+        results = bench_masks(args) if args.command == "masks" else bench_train_step(args)
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
-    print(json.dumps(result), flush=True)
+    for result in results if isinstance(results, list) else [results]:
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,221 @@
+"""The train state and the single jit-compiled, sharded MAE train step.
+
+``train_step(state, batch, key) -> (state, metrics)`` is a pure function over ``nnx.split``
+state: masks are drawn inside it from ``fold_in(key, step)`` (so a resumed run redraws the same
+masks), the model is merged from its graph definition, and AdamW updates the parameters. It is
+compiled once with ``in_shardings``/``out_shardings`` from the mesh and the logical-axis rules and
+with the state donated. Gradient accumulation runs ``accum_steps`` micro-batches in a
+``lax.scan`` and applies one averaged update, so it matches the large batch.
+
+Sharding: the batch is split over ``data`` x ``fsdp``; masks for the global batch come from one
+key (threefry is partitionable, so each device draws only its own samples' noise and every sample
+gets its own pattern, on every device); parameters and optimizer moments follow the rules table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+from jax.sharding import Mesh, NamedSharding
+
+from mim_jax import masking
+from mim_jax.models.mae import MAE
+from mim_jax.models.sharding_rules import LOGICAL_AXIS_RULES, AxisRule
+from mim_jax.train.sharding import batch_sharding, replicated, state_shardings
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a step changes or reads, as one pytree (what checkpoints save).
+
+    Attributes:
+      step: int32 scalar, optimizer steps taken.
+      params: nnx.State of the model's ``nnx.Param`` variables (float32).
+      constants: nnx.State of the other variables (fixed position tables).
+      opt_state: the optax state (AdamW moments, schedule count).
+    """
+
+    step: jax.Array
+    params: Any
+    constants: Any
+    opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskSpec:
+    """Which masks the step draws: a registry or colour name, its options and the ratio."""
+
+    name: str = "random"
+    ratio: float = 0.75
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def generator(self) -> masking.MaskGenerator:
+        return masking.get(self.name, **dict(self.options))
+
+
+@dataclasses.dataclass
+class CompiledStep:
+    """A compiled train step with the state it expects and the shardings it was built for.
+
+    Call ``compiled.step(state, batch, key)``; the state argument is donated.
+    """
+
+    step: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
+    state: TrainState
+    state_sharding: TrainState
+    batch_sharding: NamedSharding
+    graphdef: nnx.GraphDef
+    mesh: Mesh
+
+    def model(self, state: TrainState | None = None) -> MAE:
+        """The model with ``state``'s (default: the initial state's) parameters."""
+        state = self.state if state is None else state
+        return nnx.merge(self.graphdef, state.params, state.constants)
+
+
+def build_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    mask_spec: MaskSpec,
+    grid: tuple[int, ...],
+    accum_steps: int = 1,
+    mesh: Mesh | None = None,
+) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
+    """The pure (uncompiled) step for a model ``graphdef`` and optimizer ``tx``.
+
+    Args:
+      graphdef: from ``nnx.split(model, nnx.Param, ...)``.
+      tx: optax transformation; ``schedule`` gives the learning rate reported in metrics.
+      mask_spec: the masking strategy drawn inside the step.
+      grid: the model's patch grid (static).
+      accum_steps: micro-batches per update (must divide the batch).
+      mesh: when given, masks and micro-batches are constrained to the batch sharding.
+
+    Returns:
+      ``train_step(state, batch, key) -> (state, metrics)``; ``batch["image"]`` is float
+      [B, *input_shape] channels-last; metrics are float32 scalars (loss, grad_norm, lr).
+    """
+    gen = mask_spec.generator()
+
+    def constrain(tree):
+        if mesh is None:
+            return tree
+        return jax.tree.map(
+            lambda x: jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim)), tree
+        )
+
+    def micro_loss(params, constants, images, key):
+        key_mask, key_query = jax.random.split(key)
+        masks = constrain(
+            gen(key_mask, batch_size=images.shape[0], grid=grid, mask_ratio=mask_spec.ratio)
+        )
+        model = nnx.merge(graphdef, params, constants)
+        loss, _ = model(images, masks, key=key_query)
+        return loss
+
+    grad_fn = jax.value_and_grad(micro_loss)
+
+    def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
+        images = batch["image"]
+        chex.assert_rank(images, len(grid) + 2 if len(grid) == 3 else 4)
+        step_key = jax.random.fold_in(key, state.step)
+        if accum_steps == 1:
+            loss, grads = grad_fn(state.params, state.constants, images, step_key)
+        else:
+            micro = images.reshape(accum_steps, -1, *images.shape[1:])
+
+            def accumulate(carry, xs):
+                index, chunk = xs
+                chunk = constrain(chunk)
+                loss_i, grads_i = grad_fn(
+                    state.params, state.constants, chunk, jax.random.fold_in(step_key, index)
+                )
+                return jax.tree.map(jnp.add, carry, (loss_i, grads_i)), None
+
+            zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
+            (loss, grads), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(accum_steps), micro))
+            loss, grads = jax.tree.map(lambda x: x / accum_steps, (loss, grads))
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": loss.astype(jnp.float32),
+            "grad_norm": optax.tree.norm(grads).astype(jnp.float32),
+            "lr": jnp.asarray(schedule(state.step), jnp.float32),
+        }
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
+
+    return train_step
+
+
+def compile_train_step(
+    model: MAE,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    mesh: Mesh,
+    mask_spec: MaskSpec,
+    batch_size: int,
+    accum_steps: int = 1,
+    rules: Sequence[AxisRule] = LOGICAL_AXIS_RULES,
+) -> CompiledStep:
+    """Places ``model`` and a fresh optimizer state on ``mesh`` and jit-compiles the step.
+
+    Raises:
+      ValueError: a batch that does not divide over the batch-sharded devices or into
+        ``accum_steps`` equal micro-batches, or masks the model's grid cannot take.
+    """
+    grid = model.config.tokens.grid
+    data_ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if accum_steps < 1 or batch_size % accum_steps:
+        raise ValueError(f"batch_size {batch_size} must divide into accum_steps={accum_steps}.")
+    if (batch_size // accum_steps) % data_ways:
+        raise ValueError(
+            f"the (micro-)batch of {batch_size // accum_steps} images must divide over the "
+            f"{data_ways} batch-sharded devices (data x fsdp); use a multiple of {data_ways}."
+        )
+    # Fail on a mask the grid cannot take now, before anything is traced.
+    mask_spec.generator()(jax.random.key(0), batch_size=1, grid=grid, mask_ratio=mask_spec.ratio)
+
+    graphdef, params, constants = nnx.split(model, nnx.Param, ...)
+    params_sh = state_shardings(params, mesh, rules)
+    constants_sh = state_shardings(constants, mesh, rules)
+    params = jax.device_put(params, params_sh)
+    constants = jax.device_put(constants, constants_sh)
+    # Optimizer moments take their parameter's sharding; counts and other scalars replicate.
+    opt_sh = optax.tree_map_params(
+        tx,
+        lambda _, sharding: sharding,
+        jax.eval_shape(tx.init, params),
+        jax.tree.map(lambda x: x.sharding, params),
+        transform_non_params=lambda _: replicated(mesh),
+    )
+    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+    state = TrainState(
+        step=jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh)),
+        params=params,
+        constants=constants,
+        opt_state=opt_state,
+    )
+    state_sh = TrainState(
+        step=replicated(mesh), params=params_sh, constants=constants_sh, opt_state=opt_sh
+    )
+    image_sh = batch_sharding(mesh, 2 + len(model.config.tokens.input_shape) - 1)
+    step_fn = build_train_step(graphdef, tx, schedule, mask_spec, grid, accum_steps, mesh)
+    compiled = jax.jit(
+        step_fn,
+        in_shardings=(state_sh, {"image": image_sh}, replicated(mesh)),
+        out_shardings=(state_sh, replicated(mesh)),
+        donate_argnums=0,
+    )
+    return CompiledStep(compiled, state, state_sh, image_sh, graphdef, mesh)
