@@ -1,0 +1,40 @@
+"""python -m mim_jax.bench train-step: one JSON line per mask timed, with FLOPs and MFU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_train_step_bench_prints_the_contract_fields():
+    args = [
+        "train-step", "--model", "vit_tiny", "--image-size", "32", "--patch-size", "8",
+        "--batch-size", "8", "--mask", "green", "--decoder-width", "32", "--decoder-depth", "1",
+        "--decoder-heads", "2", "--repeats", "1", "--peak-tflops", "1.0",
+    ]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "mim_jax.bench", *args], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    assert [r["mask"] for r in lines] == ["green", "random"]  # random is timed alongside
+    green = lines[0]
+    for field in ("what", "img_per_s", "step_ms", "compile_s", "devices", "peak_memory_bytes"):
+        assert field in green
+    assert green["what"] == "train_step" and green["img_per_s"] > 0
+    assert green["model_flops_per_step"] > 0 and 0 < green["mfu"] < 1
+    assert green["step_time_vs_baseline"] > 0 and lines[1]["baseline_for"] == "green"
+
+
+def test_train_step_bench_rejects_a_batch_that_does_not_divide():
+    done = subprocess.run(
+        [sys.executable, "-m", "mim_jax.bench", "train-step", "--image-size", "32",
+         "--patch-size", "8", "--batch-size", "12", "--data", "8", "--decoder-depth", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "must divide over the 8 batch-sharded devices" in done.stderr
