@@ -12,10 +12,18 @@ $(STAMP): setup.py
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+DEMO_DIR := out/demo
+
 demo: $(STAMP)
-	@echo "make demo: the pretraining demo is not yet available (it arrives with the training loop)."
-	@echo "Meanwhile, mask pictures:"
-	$(BIN)/python -m mim_jax.masking.viz --out out/masks.png
+	rm -rf $(DEMO_DIR)
+	$(BIN)/python -m mim_jax.train --config configs/demo.py --workdir $(DEMO_DIR)
+	$(BIN)/python -m mim_jax.masking.viz --out $(DEMO_DIR)/masks.png
+	@echo
+	@echo "Demo outputs in $(DEMO_DIR)/:"
+	@echo "  checkpoints/       Orbax checkpoints (rerun the train command to resume)"
+	@echo "  metrics.jsonl      loss, lr, grad norm and img/s per logged step; tensorboard/ likewise"
+	@echo "  reconstructions/   original | masked | reconstruction of digits, per checkpoint"
+	@echo "  masks.png          every masking strategy, six samples each"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,6 +16,9 @@ INSTALL_REQUIRES = [
     "numpy>=1.26,<3",
     "scipy>=1.11,<2",
     "matplotlib>=3.8,<4",
+    "tensorboardX>=2.6,<3",
+    "scikit-learn>=1.4",
+    "Pillow>=10",
 ]
 
 EXTRAS = {

@@ -13,3 +13,14 @@ _current = os.environ.get("XLA_FLAGS", "")
 os.environ["XLA_FLAGS"] = " ".join(
     [_current, *(f for f in _FLAGS if f.split("=")[0] not in _current)]
 ).strip()
+
+
+# A tiny MAE (mim_jax.models.mae_model kwargs) shared by the train-step and checkpoint tests.
+TINY_MAE = dict(
+    image_size=32,
+    patch_size=8,
+    encoder_overrides=dict(width=32, depth=2, num_heads=2, mlp_dim=64),
+    decoder_width=16,
+    decoder_depth=1,
+    decoder_num_heads=2,
+)

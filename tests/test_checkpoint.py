@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY_MAE
 
 from mim_jax import models
 from mim_jax.train.checkpoint import CheckpointStore
@@ -107,14 +108,7 @@ def test_a_process_killed_mid_save_leaves_the_last_complete_step(tmp_path):
 
 
 def test_saved_on_eight_devices_restored_on_one(tmp_path):
-    tiny = dict(
-        image_size=32,
-        patch_size=8,
-        encoder_overrides=dict(width=32, depth=1, num_heads=2, mlp_dim=64),
-        decoder_width=16,
-        decoder_depth=1,
-        decoder_num_heads=2,
-    )
+    tiny = {**TINY_MAE, "encoder_overrides": dict(TINY_MAE["encoder_overrides"], depth=1)}
     tx, schedule = make_optimizer(OptimizerConfig(learning_rate=1e-3, total_steps=10))
     big = compile_train_step(
         models.mae_model("vit_tiny", rngs=0, **tiny), tx, schedule, make_mesh(2, 4, 1),

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY_MAE
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -14,14 +15,6 @@ from mim_jax.train.optimizer import OptimizerConfig, make_optimizer
 from mim_jax.train.sharding import make_mesh
 from mim_jax.train.step import MaskSpec, compile_train_step
 
-TINY = dict(
-    image_size=32,
-    patch_size=8,
-    encoder_overrides=dict(width=32, depth=2, num_heads=2, mlp_dim=64),
-    decoder_width=16,
-    decoder_depth=1,
-    decoder_num_heads=2,
-)
 BATCH = 16
 IMAGES = np.random.default_rng(0).random((BATCH, 32, 32, 3), np.float32)
 
@@ -36,7 +29,7 @@ GREEN = MaskSpec("green")
 def run(mesh_shape, steps=2, mask=GREEN, accum_steps=1, images=IMAGES, **model_kw):
     """Params, last metrics and the compiled step after ``steps`` steps on ``mesh_shape``."""
     mesh = make_mesh(*mesh_shape, devices=jax.devices()[: int(np.prod(mesh_shape))])
-    model = models.mae_model("vit_tiny", rngs=0, **{**TINY, **model_kw})
+    model = models.mae_model("vit_tiny", rngs=0, **{**TINY_MAE, **model_kw})
     tx, schedule = optimizer()
     compiled = compile_train_step(model, tx, schedule, mesh, mask, len(images), accum_steps)
     state = compiled.state
@@ -108,7 +101,7 @@ def smooth_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
 
 def test_a_few_dozen_steps_drive_the_loss_down():
     mesh = make_mesh(devices=jax.devices()[:1])
-    model = models.mae_model("vit_tiny", rngs=0, **TINY)
+    model = models.mae_model("vit_tiny", rngs=0, **TINY_MAE)
     tx, schedule = optimizer(lr=3e-3, total=10**6)  # flat after warmup
     # A fixed batch and a fixed mask ("grid"): the step must be able to overfit them.
     compiled = compile_train_step(model, tx, schedule, mesh, MaskSpec("grid"), 8)
@@ -145,7 +138,7 @@ def test_bfloat16_compute_keeps_float32_params_and_state_is_donated():
 
 def test_bad_batch_and_mask_fail_before_compiling():
     mesh = make_mesh(8, 1, 1)
-    model = models.mae_model("vit_tiny", rngs=0, **TINY)
+    model = models.mae_model("vit_tiny", rngs=0, **TINY_MAE)
     tx, schedule = optimizer()
     with pytest.raises(ValueError, match="must divide over the 8 batch-sharded devices"):
         compile_train_step(model, tx, schedule, mesh, MaskSpec("random"), 12)

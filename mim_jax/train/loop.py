@@ -1,0 +1,227 @@
+"""The training loop: config -> model, data, compiled step -> checkpointed, resumable run.
+
+``run(config, workdir)`` (and ``python -m mim_jax.train``) trains for ``total_steps`` and leaves in
+``workdir``: ``checkpoints/<step>/`` (Orbax: state, iterator state, config), ``metrics.jsonl``,
+``tensorboard/`` and ``reconstructions/step_<n>.png``. Running it again on the same workdir
+resumes from the last complete checkpoint at the exact step, with the same data order and the same
+masks an uninterrupted run would have used: the iterator state is restored and masks come from
+``fold_in(key(seed), step)``. SIGTERM (a preemption) saves a checkpoint at the next step boundary
+and returns cleanly. A NaN or infinite loss stops the run with a message; the bad state is not
+saved, so the last good checkpoint stays the latest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mim_jax import configs, data, models
+from mim_jax.train.checkpoint import CheckpointStore
+from mim_jax.train.metrics import MetricsWriter
+from mim_jax.train.optimizer import make_optimizer
+from mim_jax.train.reconstruction import reconstruction_fn, save_reconstructions
+from mim_jax.train.sharding import make_mesh
+from mim_jax.train.step import compile_train_step
+
+
+@dataclasses.dataclass
+class RunResult:
+    """How a run ended: the last step reached, its loss and why it stopped."""
+
+    step: int
+    loss: float | None
+    stopped: str  # "finished" | "preempted" | "paused" (max_steps) | "nan"
+    workdir: str
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks between steps (main thread only)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _Preemption:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. a notebook worker): no handler
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def build_source(config) -> Any:
+    """The training data source named by ``config.data`` at the model's image size."""
+    source = config.data.source
+    size = config.model.image_size
+    channels = config.model.channels
+    if source == "digits":
+        return data.DigitsSource(image_size=_side(size), channels=channels)
+    if source == "synthetic":
+        return data.SyntheticSource(
+            num_records=config.data.num_examples or 1024, image_size=_side(size), channels=channels
+        )
+    if source == "folder":
+        return data.FolderSource(config.data.path, channels=channels)
+    if source == "tfds":
+        return data.TfdsSource(config.data.name, split=config.data.split)
+    raise ValueError(
+        f"config.data.source={source!r} is not one of digits, folder, tfds, synthetic."
+    )
+
+
+def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
+    """Trains ``config`` (a ConfigDict from :func:`mim_jax.configs.load`) in ``workdir``.
+
+    Args:
+      config: the run's config.
+      workdir: where checkpoints, metrics and pictures go; an existing checkpoint is resumed.
+      max_steps: stop (with a checkpoint) after this many steps in this invocation, e.g. to fit
+        a job's time limit; rerunning continues. None runs to ``total_steps``.
+    """
+    configs.validate(config, num_devices=jax.device_count())
+    os.makedirs(workdir, exist_ok=True)
+    process_count, process_index = jax.process_count(), jax.process_index()
+
+    source = build_source(config)
+    num_examples = len(source)
+    steps_per_epoch = configs.steps_per_epoch(config, num_examples)
+    opt_config = configs.to_optimizer_config(config, steps_per_epoch)
+    total_steps = opt_config.total_steps
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    model = models.mae_model(rngs=config.seed, **configs.to_model_kwargs(config))
+    tx, schedule = make_optimizer(opt_config)
+    mask_spec = configs.to_mask_spec(config)
+    compiled = compile_train_step(
+        model, tx, schedule, mesh, mask_spec, config.batch_size, config.accum_steps
+    )
+    iterator = data.make_pipeline(
+        source,
+        batch_size=config.batch_size // process_count,
+        image_size=_side(config.model.image_size),
+        seed=config.seed,
+        process_index=process_index,
+        process_count=process_count,
+    )
+
+    store = CheckpointStore(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    writer = MetricsWriter(workdir, total_steps, config.batch_size)
+    state = compiled.state
+    if store.latest_step() is not None:
+        restored = store.restore(state)
+        state = restored.state
+        if restored.data_state is not None:
+            iterator.set_state(restored.data_state)
+        writer.message(f"resumed from {store.directory} at step {restored.step}")
+    else:
+        writer.message(
+            f"training {config.model.name} with {config.mask} masks for {total_steps} steps "
+            f"({num_examples} images, {steps_per_epoch} steps/epoch) in {workdir}"
+        )
+    key = jax.random.key(config.seed)
+    recon_args = (reconstruction_fn(compiled.graphdef), model.config)  # compiled on first use
+    step = int(state.step)
+    recon_batch = None
+    last_loss: float | None = None
+    stopped = "finished"
+
+    def save(at_step: int, metrics: dict[str, float] | None = None) -> None:
+        store.save(
+            at_step,
+            state,
+            data_state=iterator.get_state(),
+            config=config.to_dict(),
+            metrics=metrics,
+        )
+
+    first_step = step
+    with _Preemption() as preemption:
+        while step < total_steps:
+            local = next(iterator)
+            if recon_batch is None:
+                recon_batch = local["image"][:8]
+            batch = {
+                "image": jax.make_array_from_process_local_data(
+                    compiled.batch_sharding, local["image"]
+                )
+            }
+            state, metrics = compiled.step(state, batch, key)
+            step += 1
+            if step == first_step + 1:  # timing starts after the step compiled
+                jax.block_until_ready(metrics)
+                writer.start(step)
+            due_log = step % config.log_every == 0 or step == total_steps
+            pause = max_steps is not None and step - first_step >= max_steps
+            due_save = step % config.checkpoint_every == 0 or step == total_steps or pause
+            if due_log or due_save or preemption.requested:
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not math.isfinite(values["loss"]):
+                    writer.message(_nan_message(step, values["loss"], store))
+                    stopped = "nan"
+                    break
+                last_loss = values["loss"]
+                if due_log:
+                    writer.write(step, values)
+                if due_save or preemption.requested:
+                    save(step, {"loss": values["loss"]})
+            if config.recon_every and step % config.recon_every == 0:
+                _write_reconstructions(
+                    *recon_args, state, recon_batch, mask_spec, key, step, workdir
+                )
+                writer.start(step)  # img/s measures training, not the pictures
+            if preemption.requested:
+                writer.message(f"SIGTERM: saved a checkpoint at step {step}; exiting cleanly")
+                stopped = "preempted"
+                break
+            if pause and step < total_steps:
+                writer.message(f"paused after {max_steps} steps at step {step}; rerun to resume")
+                stopped = "paused"
+                break
+    store.wait()
+    store.close()
+    if stopped == "finished":
+        _write_reconstructions(*recon_args, state, recon_batch, mask_spec, key, step, workdir)
+        writer.message(f"done: step {step}, loss {last_loss:.4f}; outputs in {workdir}")
+    writer.close()
+    return RunResult(step=step, loss=last_loss, stopped=stopped, workdir=workdir)
+
+
+def _side(image_size) -> int:
+    return image_size if isinstance(image_size, int) else int(image_size[0])
+
+
+def _nan_message(step: int, loss: float, store: CheckpointStore) -> str:
+    last = store.latest_step()
+    where = f"the last good checkpoint is step {last}" if last is not None else "no checkpoint"
+    return (
+        f"loss is {loss} at step {step}: stopping. Nothing was saved from this state; {where}. "
+        f"Lower the learning rate (config.lr / config.blr) or set config.clip_norm."
+    )
+
+
+def _write_reconstructions(recon_fn, model_config, state, images, mask_spec, key, step, workdir):
+    """PNG of (original | masked | reconstruction) for a fixed batch, MAE decoder only."""
+    if images is None or model_config.decoder.kind != "mae":
+        return
+    masks = mask_spec.generator()(
+        jax.random.fold_in(key, 2**32 - 1),  # a fixed key no training step uses
+        batch_size=len(images),
+        grid=model_config.tokens.grid,
+        mask_ratio=mask_spec.ratio,
+    )
+    pictures = recon_fn(state.params, state.constants, jnp.asarray(images), masks)
+    path = os.path.join(workdir, "reconstructions", f"step_{step:06d}.png")
+    save_reconstructions(path, *(np.asarray(p) for p in pictures))

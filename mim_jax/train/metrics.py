@@ -1,0 +1,92 @@
+"""What a run shows and records: a console progress line, JSON-lines metrics, TensorBoard events.
+
+``workdir/metrics.jsonl`` gets one JSON object per logged step (``{"step": ..., "loss": ...}``),
+easy to plot with pandas; ``workdir/tensorboard/`` gets the same scalars as TensorBoard events
+(tensorboardX, no TensorFlow needed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import IO, Any
+
+from tensorboardX import SummaryWriter
+
+
+def format_duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``12s``."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class MetricsWriter:
+    """Writes scalars to ``metrics.jsonl`` and TensorBoard and prints progress lines.
+
+    Args:
+      workdir: the run's folder.
+      total_steps: for the ETA.
+      batch_size: global images per step, for img/s.
+      stream: where progress lines go (stdout by default).
+    """
+
+    def __init__(
+        self, workdir: str, total_steps: int, batch_size: int, stream: IO[str] | None = None
+    ):
+        os.makedirs(workdir, exist_ok=True)
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._stream = stream or sys.stdout
+        self.total_steps = total_steps
+        self.batch_size = batch_size
+        self._last: tuple[int, float] | None = None
+
+    def start(self, step: int) -> None:
+        """Marks the step the timing starts from (after compilation or a restore)."""
+        self._last = (step, time.perf_counter())
+
+    def write(self, step: int, scalars: dict[str, Any]) -> dict[str, float]:
+        """Records ``scalars`` at ``step`` (plus img_per_s since the last call); prints a line."""
+        now = time.perf_counter()
+        values = {k: float(v) for k, v in scalars.items()}
+        eta = float("nan")
+        if self._last is not None and step > self._last[0]:
+            per_step = (now - self._last[1]) / (step - self._last[0])
+            values["img_per_s"] = self.batch_size / per_step
+            eta = per_step * (self.total_steps - step)
+        self._last = (step, now)
+        self._file.write(json.dumps({"step": step, **values}) + "\n")
+        self._file.flush()
+        for name, value in values.items():
+            self._tb.add_scalar(f"train/{name}", value, step)
+        self._tb.flush()
+        parts = [f"step {step}/{self.total_steps}"]
+        parts += [f"{k} {v:.4g}" for k, v in values.items() if k != "img_per_s"]
+        if "img_per_s" in values:
+            parts.append(f"{values['img_per_s']:.1f} img/s")
+        parts.append(f"ETA {format_duration(eta)}")
+        print(" | ".join(parts), file=self._stream, flush=True)
+        return values
+
+    def message(self, text: str) -> None:
+        print(text, file=self._stream, flush=True)
+
+    def close(self) -> None:
+        self._file.close()
+        self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict[str, float]]:
+    """The records of ``workdir/metrics.jsonl`` in order (for notebooks and tests)."""
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
