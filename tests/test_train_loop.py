@@ -109,3 +109,22 @@ def test_nan_loss_stops_without_saving_the_bad_state(tmp_path):
     assert result.stopped == "nan"
     last = CheckpointStore(tmp_path / "checkpoints").latest_step()
     assert last is None or last < result.step
+
+
+def test_a_corrupt_image_is_skipped_and_reported(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "images" / "class_a"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg at all")
+    config = tiny_config(
+        "data.source=folder", f"data.path={tmp_path / 'images'}", "total_steps=2",
+        "data.num_examples=21",
+    )  # fmt: skip
+    result = run(config, str(tmp_path / "run"))
+    assert result.stopped == "finished"
+    out = capsys.readouterr().out
+    assert "skipped 1 unreadable image(s)" in out and "broken.jpg" in out

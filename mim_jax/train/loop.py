@@ -192,6 +192,12 @@ def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
                 break
     store.wait()
     store.close()
+    skipped = getattr(source, "skipped", None)
+    if skipped:
+        writer.message(
+            f"skipped {len(skipped)} unreadable image(s), each replaced by the next readable one: "
+            + "; ".join(f"{path} ({error})" for path, error in list(skipped.items())[:10])
+        )
     if stopped == "finished":
         _write_reconstructions(*recon_args, state, recon_batch, mask_spec, key, step, workdir)
         writer.message(f"done: step {step}, loss {last_loss:.4f}; outputs in {workdir}")
