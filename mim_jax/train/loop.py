@@ -12,6 +12,7 @@ saved, so the last good checkpoint stays the latest.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -39,6 +40,26 @@ class RunResult:
     loss: float | None
     stopped: str  # "finished" | "preempted" | "paused" (max_steps) | "nan"
     workdir: str
+
+
+PREFETCH = 2  # batches placed on device ahead of the step that consumes them
+
+
+def prefetch_to_device(iterator, sharding, size: int = PREFETCH):
+    """Yields ``(local_images, global_images, data_state)`` with ``size`` batches in flight.
+
+    Each batch is put on the devices (``jax.make_array_from_process_local_data``, asynchronous)
+    ``size`` steps before it is used, so host-to-device copies overlap the running step.
+    ``data_state`` is the iterator's state right after that batch was read: the state to
+    checkpoint once the batch has been trained on (the iterator itself is ``size`` batches ahead).
+    """
+    queue: collections.deque = collections.deque()
+    while True:
+        while len(queue) < size:
+            local = next(iterator)["image"]
+            placed = jax.make_array_from_process_local_data(sharding, local)
+            queue.append((local, placed, iterator.get_state()))
+        yield queue.popleft()
 
 
 class _Preemption:
@@ -138,11 +159,14 @@ def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
     last_loss: float | None = None
     stopped = "finished"
 
+    batches = prefetch_to_device(iterator, compiled.batch_sharding)
+    data_state = iterator.get_state()
+
     def save(at_step: int, metrics: dict[str, float] | None = None) -> None:
         store.save(
             at_step,
             state,
-            data_state=iterator.get_state(),
+            data_state=data_state,
             config=config.to_dict(),
             metrics=metrics,
         )
@@ -150,15 +174,10 @@ def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
     first_step = step
     with _Preemption() as preemption:
         while step < total_steps:
-            local = next(iterator)
+            local, images, data_state = next(batches)
             if recon_batch is None:
-                recon_batch = local["image"][:8]
-            batch = {
-                "image": jax.make_array_from_process_local_data(
-                    compiled.batch_sharding, local["image"]
-                )
-            }
-            state, metrics = compiled.step(state, batch, key)
+                recon_batch = local[:8]
+            state, metrics = compiled.step(state, {"image": images}, key)
             step += 1
             if step == first_step + 1:  # timing starts after the step compiled
                 jax.block_until_ready(metrics)
