@@ -18,22 +18,13 @@ EXPECTED RESULT: to be measured (no published number for this exact setup is kno
 project; compare against ``videomae_tube.py`` at equal epochs).
 """
 
-import importlib.util
 import pathlib
 
-from mim_jax.configs import parse_arg
-
-
-def _video():
-    path = pathlib.Path(__file__).with_name("_video.py")
-    spec = importlib.util.spec_from_file_location("_mim_configs_video", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from mim_jax.configs import import_file, parse_arg
 
 
 def get_config(arg=None):
-    video = _video()
+    video = import_file(pathlib.Path(__file__).with_name("_video.py"))
     arg = parse_arg(
         arg, model="vit_base", color="green", ratio=0.9, epochs=800, num_examples=240_000
     )

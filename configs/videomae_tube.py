@@ -28,22 +28,13 @@ about 81.5 on Kinetics-400 (1600 epochs) and 70.8 on Something-Something V2 (800
 [from memory; not in the project's research notes].
 """
 
-import importlib.util
 import pathlib
 
-from mim_jax.configs import parse_arg
-
-
-def _video():
-    path = pathlib.Path(__file__).with_name("_video.py")
-    spec = importlib.util.spec_from_file_location("_mim_configs_video", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from mim_jax.configs import import_file, parse_arg
 
 
 def get_config(arg=None):
-    video = _video()
+    video = import_file(pathlib.Path(__file__).with_name("_video.py"))
     arg = parse_arg(
         arg,
         model="vit_base",

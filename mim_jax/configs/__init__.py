@@ -69,6 +69,7 @@ from ml_collections import config_dict
 
 __all__ = [
     "base_config",
+    "import_file",
     "load",
     "parse_arg",
     "steps_per_epoch",
@@ -239,13 +240,21 @@ def _split_spec(spec: str) -> tuple[str, str | None]:
     return path, arg
 
 
-def _import_file(path: pathlib.Path):
+def import_file(path: str | pathlib.Path):
+    """Imports a Python file by path (config files, and helpers they share such as
+    ``configs/_video.py``) under a name derived from its absolute path."""
+    path = pathlib.Path(path)
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
     module_spec = importlib.util.spec_from_file_location(f"_mim_config_{digest}", path)
     if module_spec is None or module_spec.loader is None:
         raise ValueError(f"cannot import config file {str(path)!r}.")
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
+    return module
+
+
+def _import_file(path: pathlib.Path):
+    module = import_file(path)
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {str(path)!r} defines no get_config(arg=None).")
     return module
