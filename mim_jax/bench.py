@@ -68,7 +68,7 @@ def mask_step(name: str, batch_size: int, grid: tuple[int, ...], mask_ratio: flo
     return step, time.perf_counter() - start
 
 
-def bench_masks(args: argparse.Namespace) -> dict:
+def bench_masks(args: argparse.Namespace) -> list[dict]:
     grid = tuple(int(g) for g in args.grid.split(","))
     step, compile_s = mask_step(args.mask, args.batch_size, grid, args.mask_ratio)
     fns = {"target": step}
@@ -94,7 +94,7 @@ def bench_masks(args: argparse.Namespace) -> dict:
             baseline_masks_per_s=args.batch_size / seconds["baseline"],
             speed_vs_baseline=seconds["baseline"] / seconds["target"],
         )
-    return result
+    return [result]
 
 
 def train_step_runner(args: argparse.Namespace, mask: str):
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         results = bench_masks(args) if args.command == "masks" else bench_train_step(args)
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
-    for result in results if isinstance(results, list) else [results]:
+    for result in results:
         print(json.dumps(result), flush=True)
 
 

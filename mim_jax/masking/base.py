@@ -59,9 +59,6 @@ class MaskGenerator:
     def option_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
-    def options(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
     def _validate_options(self) -> None:
         """Raises ValueError for an option value out of range (override)."""
 

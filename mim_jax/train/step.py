@@ -128,7 +128,7 @@ def build_train_step(
 
     def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
         images = batch["image"]
-        chex.assert_rank(images, len(grid) + 2 if len(grid) == 3 else 4)
+        chex.assert_rank(images, len(grid) + 2)  # [B, *grid-shaped input, C]
         step_key = jax.random.fold_in(key, state.step)
         if accum_steps == 1:
             loss, grads = grad_fn(state.params, state.constants, images, step_key)
@@ -184,8 +184,12 @@ def compile_train_step(
             f"the (micro-)batch of {batch_size // accum_steps} images must divide over the "
             f"{data_ways} batch-sharded devices (data x fsdp); use a multiple of {data_ways}."
         )
-    # Fail on a mask the grid cannot take now, before anything is traced.
-    mask_spec.generator()(jax.random.key(0), batch_size=1, grid=grid, mask_ratio=mask_spec.ratio)
+    # Fail on a mask the grid cannot take now; eval_shape runs the checks without compiling.
+    gen = mask_spec.generator()
+    jax.eval_shape(
+        lambda key: gen(key, batch_size=1, grid=grid, mask_ratio=mask_spec.ratio),
+        jax.random.key(0),
+    )
 
     graphdef, params, constants = nnx.split(model, nnx.Param, ...)
     params_sh = state_shardings(params, mesh, rules)
@@ -210,7 +214,7 @@ def compile_train_step(
     state_sh = TrainState(
         step=replicated(mesh), params=params_sh, constants=constants_sh, opt_state=opt_sh
     )
-    image_sh = batch_sharding(mesh, 2 + len(model.config.tokens.input_shape) - 1)
+    image_sh = batch_sharding(mesh, len(grid) + 2)
     step_fn = build_train_step(graphdef, tx, schedule, mask_spec, grid, accum_steps, mesh)
     compiled = jax.jit(
         step_fn,
