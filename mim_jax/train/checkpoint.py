@@ -163,6 +163,14 @@ class CheckpointStore:
             )
         raise ValueError(f"no checkpoint in {self.directory} could be loaded: {'; '.join(errors)}")
 
+    def read_config(self, step: int | None = None) -> dict[str, Any] | None:
+        """The config JSON saved with ``step`` (default: the latest complete step), or None."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise ValueError(f"no complete checkpoint in {self.directory}.")
+        loaded = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        return loaded["config"] or None
+
     def wait(self) -> None:
         """Blocks until background saves are written."""
         self._manager.wait_until_finished()

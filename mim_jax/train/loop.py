@@ -219,7 +219,8 @@ def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
         )
     if stopped == "finished":
         _write_reconstructions(*recon_args, state, recon_batch, mask_spec, key, step, workdir)
-        writer.message(f"done: step {step}, loss {last_loss:.4f}; outputs in {workdir}")
+        loss_text = "no new steps" if last_loss is None else f"loss {last_loss:.4f}"
+        writer.message(f"done: step {step}, {loss_text}; outputs in {workdir}")
     writer.close()
     return RunResult(step=step, loss=last_loss, stopped=stopped, workdir=workdir)
 
