@@ -17,12 +17,17 @@ DEMO_DIR := out/demo
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(BIN)/python -m mim_jax.train --config configs/demo.py --workdir $(DEMO_DIR)
+	$(BIN)/python -m mim_jax.evaluate knn --checkpoint $(DEMO_DIR)
+	$(BIN)/python -m mim_jax.evaluate linear --checkpoint $(DEMO_DIR)
+	$(BIN)/python -m mim_jax.evaluate reconstruct --checkpoint $(DEMO_DIR) \
+		--mask random,block,red,blue,green,purple
 	$(BIN)/python -m mim_jax.masking.viz --out $(DEMO_DIR)/masks.png
 	@echo
 	@echo "Demo outputs in $(DEMO_DIR)/:"
 	@echo "  checkpoints/       Orbax checkpoints (rerun the train command to resume)"
 	@echo "  metrics.jsonl      loss, lr, grad norm and img/s per logged step; tensorboard/ likewise"
 	@echo "  reconstructions/   original | masked | reconstruction of digits, per checkpoint"
+	@echo "  eval/              knn.json, linear.json and reconstruct/ (one PNG per mask strategy)"
 	@echo "  masks.png          every masking strategy, six samples each"
 
 test: $(STAMP)

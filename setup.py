@@ -33,7 +33,15 @@ EXTRAS = {
         "ipykernel>=6.29,<8",
     ],
     "tfds": ["tensorflow-cpu>=2.16"],
-    "torch-export": ["torch>=2.4", "transformers>=4.44", "safetensors>=0.4"],
+    # safetensors writes the exports; torch reads .pth files; timm / transformers load the results
+    # (timm >= 1.0.16 for create_model("local-dir:...")). Tested: torch 2.13, timm 1.0.31,
+    # transformers 5.24, safetensors 0.8.
+    "torch-export": [
+        "torch>=2.4,<3",
+        "safetensors>=0.4,<1",
+        "timm>=1.0.16,<2",
+        "transformers>=4.44,<6",
+    ],
 }
 
 setup(

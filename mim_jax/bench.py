@@ -262,9 +262,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     step.add_argument("--inner", type=int, default=1, help="steps per timed round")
     step.add_argument("--peak-tflops", type=float, default=None, help="per-device peak for MFU")
     step.add_argument("--vs-torch", action="store_true", help="also time transformers' ViTMAE")
+    from mim_jax import bench_plan  # compile-ahead memory plan: `plan` subcommand
+
+    bench_plan.add_parser(sub)
     args = parser.parse_args(argv)
+    commands = {"masks": bench_masks, "train-step": bench_train_step, "plan": bench_plan.run_plan}
     try:
-        results = bench_masks(args) if args.command == "masks" else bench_train_step(args)
+        results = commands[args.command](args)
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
     for result in results:

@@ -33,6 +33,20 @@ def test_keeps_the_latest_and_the_best(tmp_path):
     assert store.all_steps() == [1, 3, 4]  # the latest two and the lowest loss
 
 
+def test_the_best_step_survives_a_restart(tmp_path):
+    first = CheckpointStore(tmp_path, keep=1, best_metric="acc", best_mode="max")
+    first.save(1, small_state(1), metrics={"loss": 2.0})  # saved before evaluation was on
+    for step, acc in [(2, 0.9), (3, 0.5)]:
+        first.save(step, small_state(step), metrics={"acc": acc})
+    first.close()
+    assert first.all_steps() == [2, 3]  # step 1 has no "acc": it ranks last, not a KeyError
+    second = CheckpointStore(tmp_path, keep=1, best_metric="acc", best_mode="max")
+    for step, acc in [(4, 0.6), (5, 0.7)]:
+        second.save(step, small_state(step), metrics={"acc": acc})
+    second.close()
+    assert second.all_steps() == [2, 5]  # step 2's metric was read back from disk
+
+
 def test_round_trip_of_state_iterator_state_and_config(tmp_path):
     store = CheckpointStore(tmp_path)
     store.save(7, small_state(7.0), data_state=b'{"next_index": 42}', config={"mask": "green"})

@@ -140,3 +140,10 @@ def load_pretrained(
     graphdef, _, _ = nnx.split(model, nnx.Param, ...)
     model = nnx.merge(graphdef, restored.state.params, restored.state.constants)
     return Pretrained(model=model, config=config, step=restored.step, directory=directory)
+
+
+def random_init(config: ConfigDict, seed: int = 0) -> Pretrained:
+    """The model of ``config`` at its random initialisation (``rngs=seed``): the baseline that
+    evaluation compares a pretrained encoder against. ``step`` is 0 and ``directory`` empty."""
+    model = models.mae_model(rngs=seed, **configs.to_model_kwargs(config))
+    return Pretrained(model=model, config=config, step=0, directory="")

@@ -123,13 +123,30 @@ class Mlp(nnx.Module):
         self.fc2 = dense(mlp_dim, width, ("mlp", "embed"), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        # Rows flattened to [B*L, D]: on XLA:CPU the backward of 3-D dots around the GELU adds
+        # layout copies (measured +57% CPU time on an MLP fwd+bwd at B32 L197 D512, +4% flat).
+        rows = x.reshape(-1, x.shape[-1])
         # torch.nn.GELU() default is the exact erf form.
-        return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+        out = self.fc2(jax.nn.gelu(self.fc1(rows), approximate=False))
+        return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 def _attend(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """[B, Lq, H, hd] x [B, Lk, H, hd] -> [B, Lq, H, hd], scale 1/sqrt(hd), fp32 softmax."""
-    return jax.nn.dot_product_attention(q, k, v)
+    """[B, Lq, H, hd] x [B, Lk, H, hd] -> [B, Lq, H, hd], scale 1/sqrt(hd), fp32 softmax.
+
+    ``jax.nn.dot_product_attention`` where a fused kernel exists (GPU cuDNN, TPU); on CPU, XLA
+    lowers it to dots in the [B, L, H, hd] layout whose backward needs transposes, so there the
+    heads are moved in front once ([B, H, L, hd]) and the two dots run batched over (B, H):
+    measured 17% less CPU time for qkv + attention + proj fwd+bwd at B32 L197 H16 hd32.
+    """
+    if jax.default_backend() != "cpu":
+        return jax.nn.dot_product_attention(q, k, v)
+    dtype = q.dtype
+    scale = jnp.asarray(q.shape[-1] ** -0.5, dtype)
+    q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q * scale, k).astype(jnp.float32)
+    probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    return jnp.einsum("bhqk,bhkd->bhqd", probs, v).transpose(0, 2, 1, 3)
 
 
 class SelfAttention(nnx.Module):
@@ -148,9 +165,12 @@ class SelfAttention(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        qkv = self.qkv(x)  # [B, L, 3, H, hd]
-        out = _attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
-        return self.proj(out)
+        b, length, width = x.shape
+        qkv = self.qkv(x.reshape(b * length, width))  # [B*L, 3, H, hd]: 2-D dots (see Mlp)
+        qkv = qkv.reshape(b, length, *qkv.shape[1:])
+        out = _attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])  # [B, L, H, hd]
+        out = self.proj(out.reshape(b * length, *out.shape[2:]))
+        return out.reshape(b, length, out.shape[-1])
 
 
 class CrossAttention(nnx.Module):
@@ -187,8 +207,26 @@ class CrossAttention(nnx.Module):
         return self.proj(_attend(q, kv[:, :, 0], kv[:, :, 1]))
 
 
+def drop_path(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Stochastic depth on a residual branch ``x`` [B, ...] (timm's ``drop_path``).
+
+    Each sample's branch is zeroed with probability ``rate`` and the kept ones are scaled by
+    ``1 / (1 - rate)``. ``key=None`` or ``rate == 0`` returns ``x`` unchanged (evaluation).
+    """
+    if key is None or rate == 0.0:
+        return x
+    keep = 1.0 - rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    mask = jax.random.bernoulli(key, keep, shape)
+    return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
+
+
 class Block(nnx.Module):
-    """Pre-norm ViT block: ``x += Attn(LN(x)); x += MLP(LN(x))`` ([B, L, D] -> [B, L, D])."""
+    """Pre-norm ViT block: ``x += Attn(LN(x)); x += MLP(LN(x))`` ([B, L, D] -> [B, L, D]).
+
+    ``drop_path`` (default 0) is the stochastic-depth rate of both residual branches; it acts
+    only when a ``key`` is passed to ``__call__`` (fine-tuning), never in evaluation.
+    """
 
     def __init__(
         self,
@@ -199,16 +237,24 @@ class Block(nnx.Module):
         dtype: Dtype,
         param_dtype: Dtype,
         rngs: nnx.Rngs,
+        drop_path: float = 0.0,
     ):
+        if not 0.0 <= drop_path < 1.0:
+            raise ValueError(f"drop_path must lie in [0, 1), got {drop_path}.")
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm1 = layer_norm(width, **kw)
         self.attn = SelfAttention(width, num_heads, **kw)
         self.norm2 = layer_norm(width, **kw)
         self.mlp = Mlp(width, mlp_dim, **kw)
+        self.drop_path = float(drop_path)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+    def __call__(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        if key is None or self.drop_path == 0.0:
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        key_attn, key_mlp = jax.random.split(key)
+        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, key_attn)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, key_mlp)
 
 
 def apply_block(block: nnx.Module, *args: jax.Array, remat: bool = False) -> jax.Array:

@@ -50,6 +50,7 @@ class ViTEncoder(nnx.Module):
         param_dtype: layers.Dtype = jnp.float32,
         remat: bool = False,
         gather: GatherMethod = "take",
+        drop_path: float = 0.0,
         rngs: nnx.Rngs,
     ):
         """Builds the encoder.
@@ -61,6 +62,9 @@ class ViTEncoder(nnx.Module):
           dtype: compute dtype; param_dtype: parameter dtype.
           remat: rematerialise each block in the backward pass.
           gather: token/position selection method (see :func:`gather_tokens`).
+          drop_path: stochastic-depth rate of the last block; block i gets
+            ``drop_path * i / (depth - 1)`` (timm's linear rule). Acts only when ``__call__`` gets
+            a ``key``; the default 0 leaves the encoder exactly as without it.
           rngs: ``nnx.Rngs`` with a ``params`` stream.
         """
         self.config = config
@@ -74,8 +78,15 @@ class ViTEncoder(nnx.Module):
         self.patch_embed = layers.dense(tokens.patch_dim, d, ("patch", "embed"), **kw)
         self.cls_token = layers.token_param(d, param_dtype, rngs) if cls_token else None
         self.pos_embed = layers.fixed_embed(sincos_pos_embed(d, tokens.grid, cls_token))
+        rates = [
+            drop_path * i / max(config.depth - 1, 1) if drop_path else 0.0
+            for i in range(config.depth)
+        ]
         self.blocks = nnx.List(
-            [layers.Block(d, config.num_heads, config.mlp_dim, **kw) for _ in range(config.depth)]
+            [
+                layers.Block(d, config.num_heads, config.mlp_dim, drop_path=rate, **kw)
+                for rate in rates
+            ]
         )
         self.norm = layers.layer_norm(d, **kw)
 
@@ -117,6 +128,7 @@ class ViTEncoder(nnx.Module):
         positions: jax.Array | None = None,
         *,
         return_hidden: bool = False,
+        key: jax.Array | None = None,
     ) -> jax.Array | tuple[jax.Array, list[jax.Array]]:
         """Encodes patch tokens.
 
@@ -124,6 +136,7 @@ class ViTEncoder(nnx.Module):
           patches: [B, L, patch_dim] pixels of the patches to encode.
           positions: int32[B, L] their grid indices, or ``None`` for the full grid.
           return_hidden: also return the hidden states.
+          key: PRNG key for stochastic depth (training only); ``None`` disables it.
 
         Returns:
           [B, cls + L, D] final-normed tokens (compute dtype); with ``return_hidden``, also the list
@@ -131,15 +144,22 @@ class ViTEncoder(nnx.Module):
         """
         x = self.embed(patches, positions)
         hidden = [x]
-        for block in self.blocks:
-            x = layers.apply_block(block, x, remat=self.remat)
+        keys = [None] * len(self.blocks) if key is None else jax.random.split(key, len(self.blocks))
+        for block, block_key in zip(self.blocks, keys, strict=True):
+            if block_key is None:
+                x = layers.apply_block(block, x, remat=self.remat)
+            else:
+                x = layers.apply_block(block, x, block_key, remat=self.remat)
             hidden.append(x)
         out = self.norm(x)
         return (out, hidden) if return_hidden else out
 
-    def encode(self, inputs: jax.Array) -> jax.Array:
-        """[B, *tokens.input_shape] raw inputs -> [B, cls + N, D] tokens (no masking)."""
-        return self(self.tokens.patchify(inputs))
+    def encode(self, inputs: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        """[B, *tokens.input_shape] raw inputs -> [B, cls + N, D] tokens (no masking).
+
+        ``key`` enables stochastic depth (see ``drop_path``); evaluation passes none.
+        """
+        return self(self.tokens.patchify(inputs), key=key)
 
 
 def vit_encoder(

@@ -67,12 +67,18 @@ class CheckpointStore:
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}.")
         policies: list[Any] = [checkpoint_managers.LatestN(n=keep)]
+        best_fn = None
         if best_metric is not None:
+            worst = float("-inf") if best_mode == "max" else float("inf")
+
+            def best_fn(metrics: dict[str, float]) -> float:
+                # A step saved without the metric (e.g. before evaluation was switched on)
+                # ranks last instead of failing.
+                return float((metrics or {}).get(best_metric, worst))
+
             policies.append(
                 checkpoint_managers.BestN(
-                    get_metric_fn=lambda metrics: float(metrics[best_metric]),
-                    reverse=best_mode == "min",
-                    n=keep_best,
+                    get_metric_fn=best_fn, reverse=best_mode == "min", n=keep_best
                 )
             )
         self.directory = os.fspath(directory)
@@ -80,6 +86,10 @@ class CheckpointStore:
             os.path.abspath(self.directory),
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+                # Orbax writes a step's metrics only when best_fn is set; they must be on disk
+                # for the best step to survive a restart.
+                best_fn=best_fn,
+                best_mode=best_mode,
                 enable_async_checkpointing=async_save,
                 cleanup_tmp_directories=True,
             ),

@@ -14,22 +14,27 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
+import json
 import math
 import os
 import signal
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mim_jax import configs, data, models
+from mim_jax import configs, data, distributed, models
+from mim_jax.evaluate.periodic import METRIC as EVAL_METRIC
+from mim_jax.evaluate.periodic import make_periodic_evaluator
 from mim_jax.train.checkpoint import CheckpointStore
 from mim_jax.train.metrics import MetricsWriter
 from mim_jax.train.optimizer import make_optimizer
 from mim_jax.train.reconstruction import reconstruction_fn, save_reconstructions
 from mim_jax.train.sharding import make_mesh
-from mim_jax.train.step import compile_train_step
+from mim_jax.train.step import CompiledStep, MaskSpec, compile_train_step
 
 
 @dataclasses.dataclass
@@ -43,6 +48,8 @@ class RunResult:
 
 
 PREFETCH = 2  # batches placed on device ahead of the step that consumes them
+# One jitted reconstruction per architecture, so a sweep's runs share its compilation.
+_recon_fn = functools.lru_cache(maxsize=4)(reconstruction_fn)
 
 
 def prefetch_to_device(iterator, sharding, size: int = PREFETCH):
@@ -90,7 +97,7 @@ def build_source(config) -> Any:
     size = config.model.image_size
     channels = config.model.channels
     if source == "digits":
-        return data.DigitsSource(image_size=_side(size), channels=channels)
+        return data.DigitsSource(image_size=_side(size), channels=channels, split=config.data.split)
     if source == "synthetic":
         return data.SyntheticSource(
             num_records=config.data.num_examples or 1024, image_size=_side(size), channels=channels
@@ -104,7 +111,47 @@ def build_source(config) -> Any:
     )
 
 
-def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
+# Fields a compiled step does not depend on: runs differing only in these share one step.
+NOT_COMPILED = ("mask", "mask_options", "seed", "log_every", "checkpoint_every",
+                "keep_checkpoints", "recon_every", "eval_every")  # fmt: skip
+
+
+def step_signature(config) -> str:
+    """The config without :data:`NOT_COMPILED` fields (and with mask_ratio): equal signatures
+    can share one compiled step (mask strategies of one ratio through ``lax.switch``)."""
+    fields = {k: v for k, v in config.to_dict().items() if k not in NOT_COMPILED}
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
+def compile_step(
+    config, mask_specs: Sequence[MaskSpec] | None = None, num_examples: int | None = None
+) -> CompiledStep:
+    """Builds the model, optimizer and mesh of ``config`` and compiles its train step.
+
+    Args:
+      config: a validated run config.
+      mask_specs: compile one step for several mask strategies of ``config.mask_ratio`` (a
+        sweep's runs then share it through ``run(..., compiled=...)``); None: just the config's.
+      num_examples: the training set's size (default: the size of the config's source).
+    """
+    if num_examples is None:
+        num_examples = len(build_source(config))
+    steps_per_epoch = configs.steps_per_epoch(config, num_examples)
+    opt_config = configs.to_optimizer_config(config, steps_per_epoch)
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    model = models.mae_model(rngs=config.seed, **configs.to_model_kwargs(config))
+    tx, schedule = make_optimizer(opt_config)
+    masks = configs.to_mask_spec(config) if mask_specs is None else tuple(mask_specs)
+    compiled = compile_train_step(
+        model, tx, schedule, mesh, masks, config.batch_size, config.accum_steps
+    )
+    compiled.signature = step_signature(config)
+    return compiled
+
+
+def run(
+    config, workdir: str, max_steps: int | None = None, compiled: CompiledStep | None = None
+) -> RunResult:
     """Trains ``config`` (a ConfigDict from :func:`mim_jax.configs.load`) in ``workdir``.
 
     Args:
@@ -112,6 +159,8 @@ def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
       workdir: where checkpoints, metrics and pictures go; an existing checkpoint is resumed.
       max_steps: stop (with a checkpoint) after this many steps in this invocation, e.g. to fit
         a job's time limit; rerunning continues. None runs to ``total_steps``.
+      compiled: a step from :func:`compile_step` for several masks, shared by runs whose configs
+        differ only in :data:`NOT_COMPILED` fields (no recompilation); None compiles one here.
     """
     configs.validate(config, num_devices=jax.device_count())
     os.makedirs(workdir, exist_ok=True)
@@ -120,15 +169,22 @@ def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
     source = build_source(config)
     num_examples = len(source)
     steps_per_epoch = configs.steps_per_epoch(config, num_examples)
-    opt_config = configs.to_optimizer_config(config, steps_per_epoch)
-    total_steps = opt_config.total_steps
-    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-    model = models.mae_model(rngs=config.seed, **configs.to_model_kwargs(config))
-    tx, schedule = make_optimizer(opt_config)
+    total_steps = configs.to_optimizer_config(config, steps_per_epoch).total_steps
     mask_spec = configs.to_mask_spec(config)
-    compiled = compile_train_step(
-        model, tx, schedule, mesh, mask_spec, config.batch_size, config.accum_steps
-    )
+    if compiled is None:
+        compiled = compile_step(config, num_examples=num_examples)
+        initial_state = compiled.state
+    else:
+        if getattr(compiled, "signature", None) != step_signature(config):
+            raise ValueError(
+                "run(compiled=...): the step was compiled for a config that differs from this one "
+                f"in more than {', '.join(NOT_COMPILED)}; compile it with compile_step(config)."
+            )
+        compiled = compiled.for_mask(mask_spec)
+        initial_state = compiled.init_state(
+            models.mae_model(rngs=config.seed, **configs.to_model_kwargs(config))
+        )
+    model_config = models.mae_config(**configs.to_model_kwargs(config))
     iterator = data.make_pipeline(
         source,
         batch_size=config.batch_size // process_count,
@@ -138,14 +194,28 @@ def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
         process_count=process_count,
     )
 
-    store = CheckpointStore(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-    writer = MetricsWriter(workdir, total_steps, config.batch_size)
-    state = compiled.state
+    evaluator = make_periodic_evaluator(  # None when config.eval_every == 0
+        config, compiled.graphdef, lambda text: print(text, flush=True)
+    )
+    store = CheckpointStore(
+        os.path.join(workdir, "checkpoints"),
+        keep=config.keep_checkpoints,
+        **(dict(best_metric=EVAL_METRIC, best_mode="max") if evaluator else {}),
+    )
+    # Process 0 writes the run's metrics; others keep their own copy (they must agree).
+    own_dir = workdir if process_index == 0 else os.path.join(workdir, f"process_{process_index}")
+    writer = MetricsWriter(own_dir, total_steps, config.batch_size)
+    if process_count > 1:
+        writer.message(
+            f"process {process_index}/{process_count} reads data shard {process_index} of "
+            f"{process_count} ({num_examples // process_count} of {num_examples} records)"
+        )
+    state = initial_state
     if store.latest_step() is not None:
         restored = store.restore(state)
         state = restored.state
         if restored.data_state is not None:
-            iterator.set_state(restored.data_state)
+            iterator.set_state(_own_data_state(restored.data_state, process_index))
         writer.message(f"resumed from {store.directory} at step {restored.step}")
     else:
         writer.message(
@@ -153,7 +223,7 @@ def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
             f"({num_examples} images, {steps_per_epoch} steps/epoch) in {workdir}"
         )
     key = jax.random.key(config.seed)
-    recon_args = (reconstruction_fn(compiled.graphdef), model.config)  # compiled on first use
+    recon_args = (_recon_fn(compiled.graphdef), model_config)  # compiled on first use
     step = int(state.step)
     recon_batch = None
     last_loss: float | None = None
@@ -166,7 +236,7 @@ def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
         store.save(
             at_step,
             state,
-            data_state=data_state,
+            data_state=_all_data_states(data_state, process_count),
             config=config.to_dict(),
             metrics=metrics,
         )
@@ -185,7 +255,14 @@ def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
             due_log = step % config.log_every == 0 or step == total_steps
             pause = max_steps is not None and step - first_step >= max_steps
             due_save = step % config.checkpoint_every == 0 or step == total_steps or pause
-            if due_log or due_save or preemption.requested:
+            if process_count > 1:  # stop together: a SIGTERM seen by any process, at a log step
+                preempted = (due_log or due_save) and distributed.any_process(preemption.requested)
+            else:
+                preempted = preemption.requested
+            due_eval = evaluator is not None and (
+                step % config.eval_every == 0 or due_save or preempted
+            )
+            if due_log or due_save or preempted:
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if not math.isfinite(values["loss"]):
                     writer.message(_nan_message(step, values["loss"], store))
@@ -194,14 +271,18 @@ def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
                 last_loss = values["loss"]
                 if due_log:
                     writer.write(step, values)
-                if due_save or preemption.requested:
-                    save(step, {"loss": values["loss"]})
+                evaluated = evaluator.log(state, step, writer) if due_eval else {}
+                due_eval = False
+                if due_save or preempted:
+                    save(step, {"loss": values["loss"], **evaluated})
+            if due_eval:  # kNN accuracy in metrics.jsonl; the best checkpoint is kept by it
+                evaluator.log(state, step, writer)
             if config.recon_every and step % config.recon_every == 0:
                 _write_reconstructions(
                     *recon_args, state, recon_batch, mask_spec, key, step, workdir
                 )
                 writer.start(step)  # img/s measures training, not the pictures
-            if preemption.requested:
+            if preempted:
                 writer.message(f"SIGTERM: saved a checkpoint at step {step}; exiting cleanly")
                 stopped = "preempted"
                 break
@@ -223,6 +304,27 @@ def run(config, workdir: str, max_steps: int | None = None) -> RunResult:
         writer.message(f"done: step {step}, {loss_text}; outputs in {workdir}")
     writer.close()
     return RunResult(step=step, loss=last_loss, stopped=stopped, workdir=workdir)
+
+
+def _all_data_states(data_state, process_count: int):
+    """What to checkpoint as the iterator state: this process's, or every process's (each reads
+    its own shard, and only process 0 writes the JSON item)."""
+    if process_count == 1 or not isinstance(data_state, bytes):
+        return data_state
+    return {"per_process": distributed.gather_strings(data_state.decode("utf-8"))}
+
+
+def _own_data_state(data_state, process_index: int):
+    """This process's entry of a state saved by :func:`_all_data_states`."""
+    if isinstance(data_state, dict) and "per_process" in data_state:
+        states = data_state["per_process"]
+        if process_index >= len(states):
+            raise ValueError(
+                f"the checkpoint holds iterator states of {len(states)} processes, this is "
+                f"process {process_index}: resume with the same number of processes."
+            )
+        return states[process_index].encode("utf-8")
+    return data_state
 
 
 def _side(image_size) -> int:
@@ -249,5 +351,6 @@ def _write_reconstructions(recon_fn, model_config, state, images, mask_spec, key
         mask_ratio=mask_spec.ratio,
     )
     pictures = recon_fn(state.params, state.constants, jnp.asarray(images), masks)
-    path = os.path.join(workdir, "reconstructions", f"step_{step:06d}.png")
-    save_reconstructions(path, *(np.asarray(p) for p in pictures))
+    if jax.process_index() == 0:
+        path = os.path.join(workdir, "reconstructions", f"step_{step:06d}.png")
+        save_reconstructions(path, *(np.asarray(p) for p in pictures))

@@ -10,6 +10,11 @@ with the state donated. Gradient accumulation runs ``accum_steps`` micro-batches
 Sharding: the batch is split over ``data`` x ``fsdp``; masks for the global batch come from one
 key (threefry is partitionable, so each device draws only its own samples' noise and every sample
 gets its own pattern, on every device); parameters and optimizer moments follow the rules table.
+
+Several masks, one compilation: given a sequence of :class:`MaskSpec` (same ratio, so the same
+static K), the step takes ``batch["mask_index"]`` (int32 scalar) and draws that strategy's masks
+through ``lax.switch``; ``CompiledStep.for_mask(spec)`` binds the index, so a sweep over mask
+strategies compiles the step once and runs every strategy with it (``mim_jax.sweep``).
 """
 
 from __future__ import annotations
@@ -63,11 +68,35 @@ class MaskSpec:
         return masking.get(self.name, **dict(self.options))
 
 
+MaskSpecs = MaskSpec | Sequence[MaskSpec]
+
+
+def _as_specs(mask_spec: MaskSpecs) -> tuple[tuple[MaskSpec, ...], bool]:
+    """(the specs, whether the step selects among them with ``batch["mask_index"]``)."""
+    if isinstance(mask_spec, MaskSpec):
+        return (mask_spec,), False
+    specs = tuple(mask_spec)
+    if not specs or not all(isinstance(s, MaskSpec) for s in specs):
+        raise ValueError(f"mask_spec must be a MaskSpec or a non-empty sequence of them: {specs}")
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"mask specs must be distinct, got {[s.name for s in specs]}.")
+    ratios = {s.ratio for s in specs}
+    if len(ratios) != 1:
+        raise ValueError(
+            f"mask specs compiled into one step must share mask_ratio (it fixes the number of "
+            f"visible patches, a static shape); got ratios {sorted(ratios)}: compile one step per "
+            "ratio."
+        )
+    return specs, True
+
+
 @dataclasses.dataclass
 class CompiledStep:
     """A compiled train step with the state it expects and the shardings it was built for.
 
-    Call ``compiled.step(state, batch, key)``; the state argument is donated.
+    Call ``compiled.step(state, batch, key)``; the state argument is donated. A step compiled
+    for several masks (``mask_specs``) wants ``batch["mask_index"]``; ``for_mask(spec)`` returns
+    a view whose ``step`` adds it, sharing the same compiled executable.
     """
 
     step: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
@@ -76,6 +105,34 @@ class CompiledStep:
     batch_sharding: NamedSharding
     graphdef: nnx.GraphDef
     mesh: Mesh
+    mask_specs: tuple[MaskSpec, ...] = ()  # empty: a single-mask step
+    init_state: Callable[[MAE], TrainState] | None = None  # fresh state for a same-shaped model
+    jitted: Any = None  # the jax.jit object; its cache holds the executable
+    mask: MaskSpec | None = None  # the spec ``for_mask`` bound, if any
+    signature: str | None = None  # what it was compiled for (mim_jax.train.loop.step_signature)
+
+    def for_mask(self, spec: MaskSpec) -> CompiledStep:
+        """This step with the mask fixed to ``spec`` (one of ``mask_specs``); same executable.
+
+        Raises:
+          ValueError: ``spec`` is not one the step was compiled for.
+        """
+        if not self.mask_specs:
+            raise ValueError("for_mask needs a step compiled for a sequence of MaskSpec.")
+        if spec not in self.mask_specs:
+            raise ValueError(
+                f"mask {spec} was not compiled into this step; it has "
+                f"{', '.join(f'{s.name}@{s.ratio}' for s in self.mask_specs)}."
+            )
+        index = jax.device_put(
+            jnp.asarray(self.mask_specs.index(spec), jnp.int32), replicated(self.mesh)
+        )
+        jitted = self.jitted
+
+        def bound(state: TrainState, batch: Batch, key: jax.Array):
+            return jitted(state, {**batch, "mask_index": index}, key)
+
+        return dataclasses.replace(self, step=bound, mask=spec)
 
     def model(self, state: TrainState | None = None) -> MAE:
         """The model with ``state``'s (default: the initial state's) parameters."""
@@ -87,7 +144,7 @@ def build_train_step(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
-    mask_spec: MaskSpec,
+    mask_spec: MaskSpecs,
     grid: tuple[int, ...],
     accum_steps: int = 1,
     mesh: Mesh | None = None,
@@ -97,7 +154,8 @@ def build_train_step(
     Args:
       graphdef: from ``nnx.split(model, nnx.Param, ...)``.
       tx: optax transformation; ``schedule`` gives the learning rate reported in metrics.
-      mask_spec: the masking strategy drawn inside the step.
+      mask_spec: the masking strategy drawn inside the step; or a sequence of strategies with
+        one ratio, selected per call by ``batch["mask_index"]`` (int32 scalar, ``lax.switch``).
       grid: the model's patch grid (static).
       accum_steps: micro-batches per update (must divide the batch).
       mesh: when given, masks and micro-batches are constrained to the batch sharding.
@@ -106,7 +164,17 @@ def build_train_step(
       ``train_step(state, batch, key) -> (state, metrics)``; ``batch["image"]`` is float
       [B, *input_shape] channels-last; metrics are float32 scalars (loss, grad_norm, lr).
     """
-    gen = mask_spec.generator()
+    specs, indexed = _as_specs(mask_spec)
+    gens = [s.generator() for s in specs]
+    ratio = specs[0].ratio
+
+    def draw(key, batch_size, mask_index):
+        branches = [
+            lambda k, g=g: g(k, batch_size=batch_size, grid=grid, mask_ratio=ratio) for g in gens
+        ]
+        if not indexed:
+            return branches[0](key)
+        return jax.lax.switch(mask_index, branches, key)
 
     def constrain(tree):
         if mesh is None:
@@ -115,11 +183,9 @@ def build_train_step(
             lambda x: jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim)), tree
         )
 
-    def micro_loss(params, constants, images, key):
+    def micro_loss(params, constants, images, key, mask_index):
         key_mask, key_query = jax.random.split(key)
-        masks = constrain(
-            gen(key_mask, batch_size=images.shape[0], grid=grid, mask_ratio=mask_spec.ratio)
-        )
+        masks = constrain(draw(key_mask, images.shape[0], mask_index))
         model = nnx.merge(graphdef, params, constants)
         loss, _ = model(images, masks, key=key_query)
         return loss
@@ -129,9 +195,12 @@ def build_train_step(
     def train_step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
         images = batch["image"]
         chex.assert_rank(images, len(grid) + 2)  # [B, *grid-shaped input, C]
+        mask_index = batch["mask_index"] if indexed else None
+        if indexed:
+            chex.assert_rank(mask_index, 0)  # int32 scalar: which of the mask specs
         step_key = jax.random.fold_in(key, state.step)
         if accum_steps == 1:
-            loss, grads = grad_fn(state.params, state.constants, images, step_key)
+            loss, grads = grad_fn(state.params, state.constants, images, step_key, mask_index)
         else:
             micro = images.reshape(accum_steps, -1, *images.shape[1:])
 
@@ -139,7 +208,11 @@ def build_train_step(
                 index, chunk = xs
                 chunk = constrain(chunk)
                 loss_i, grads_i = grad_fn(
-                    state.params, state.constants, chunk, jax.random.fold_in(step_key, index)
+                    state.params,
+                    state.constants,
+                    chunk,
+                    jax.random.fold_in(step_key, index),
+                    mask_index,
                 )
                 return jax.tree.map(jnp.add, carry, (loss_i, grads_i)), None
 
@@ -164,12 +237,16 @@ def compile_train_step(
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     mesh: Mesh,
-    mask_spec: MaskSpec,
+    mask_spec: MaskSpecs,
     batch_size: int,
     accum_steps: int = 1,
     rules: Sequence[AxisRule] = LOGICAL_AXIS_RULES,
 ) -> CompiledStep:
     """Places ``model`` and a fresh optimizer state on ``mesh`` and jit-compiles the step.
+
+    ``mask_spec`` may be a sequence of specs sharing one ratio: the step then selects one per
+    call (``CompiledStep.for_mask``), and ``CompiledStep.init_state(model)`` places another model
+    of the same architecture (e.g. the next run of a sweep) for the same executable.
 
     Raises:
       ValueError: a batch that does not divide over the batch-sharded devices or into
@@ -184,18 +261,21 @@ def compile_train_step(
             f"the (micro-)batch of {batch_size // accum_steps} images must divide over the "
             f"{data_ways} batch-sharded devices (data x fsdp); use a multiple of {data_ways}."
         )
+    specs, indexed = _as_specs(mask_spec)
     # Fail on a mask the grid cannot take now; eval_shape runs the checks without compiling.
-    gen = mask_spec.generator()
-    jax.eval_shape(
-        lambda key: gen(key, batch_size=1, grid=grid, mask_ratio=mask_spec.ratio),
-        jax.random.key(0),
-    )
+    for spec in specs:
+        gen = spec.generator()
+        jax.eval_shape(
+            lambda key, gen=gen, spec=spec: gen(
+                key, batch_size=1, grid=grid, mask_ratio=spec.ratio
+            ),
+            jax.random.key(0),
+        )
 
     graphdef, params, constants = nnx.split(model, nnx.Param, ...)
     params_sh = state_shardings(params, mesh, rules)
     constants_sh = state_shardings(constants, mesh, rules)
     params = jax.device_put(params, params_sh)
-    constants = jax.device_put(constants, constants_sh)
     # Optimizer moments take their parameter's sharding; counts and other scalars replicate.
     opt_sh = optax.tree_map_params(
         tx,
@@ -204,22 +284,49 @@ def compile_train_step(
         jax.tree.map(lambda x: x.sharding, params),
         transform_non_params=lambda _: replicated(mesh),
     )
-    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
-    state = TrainState(
-        step=jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh)),
-        params=params,
-        constants=constants,
-        opt_state=opt_state,
-    )
+    opt_init = jax.jit(tx.init, out_shardings=opt_sh)
+
+    def place(new_params, new_constants) -> TrainState:
+        new_params = jax.device_put(new_params, params_sh)
+        return TrainState(
+            step=jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh)),
+            params=new_params,
+            constants=jax.device_put(new_constants, constants_sh),
+            opt_state=opt_init(new_params),
+        )
+
+    def init_state(new_model: MAE) -> TrainState:
+        new_graphdef, new_params, new_constants = nnx.split(new_model, nnx.Param, ...)
+        if new_graphdef != graphdef:
+            raise ValueError(
+                "init_state: the model's architecture differs from the one the step was compiled "
+                "for; compile a step for it."
+            )
+        return place(new_params, new_constants)
+
+    state = place(params, constants)
     state_sh = TrainState(
         step=replicated(mesh), params=params_sh, constants=constants_sh, opt_state=opt_sh
     )
     image_sh = batch_sharding(mesh, len(grid) + 2)
+    batch_sh = {"image": image_sh}
+    if indexed:
+        batch_sh["mask_index"] = replicated(mesh)
     step_fn = build_train_step(graphdef, tx, schedule, mask_spec, grid, accum_steps, mesh)
     compiled = jax.jit(
         step_fn,
-        in_shardings=(state_sh, {"image": image_sh}, replicated(mesh)),
+        in_shardings=(state_sh, batch_sh, replicated(mesh)),
         out_shardings=(state_sh, replicated(mesh)),
         donate_argnums=0,
     )
-    return CompiledStep(compiled, state, state_sh, image_sh, graphdef, mesh)
+    return CompiledStep(
+        compiled,
+        state,
+        state_sh,
+        image_sh,
+        graphdef,
+        mesh,
+        mask_specs=specs if indexed else (),
+        init_state=init_state,
+        jitted=compiled,
+    )

@@ -1,0 +1,314 @@
+"""Labelled train/val data for evaluation, deterministic batches and frozen-encoder features.
+
+The pretraining run's config decides the dataset (``config.data.source``):
+
+- ``digits``: the bundled scikit-learn digits, ``split`` "train" (1437) / "test" (360);
+- ``folder``: ``config.data.path`` (or ``<path>/train``) for training and ``val_path`` (or
+  ``<path>/val``) for validation, class subfolders as labels;
+- ``tfds``: ``config.data.name``, splits ``train`` / ``validation`` (prepared, never downloaded);
+- ``synthetic``: noise with random labels (smoke tests only: chance accuracy is expected).
+
+The evaluation transform is the pipeline's: resize the whole image (bicubic) to the model's
+size and normalise with the ImageNet mean/std used in pretraining (no augmentation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from mim_jax import data
+from mim_jax.data.pipeline import RandomAccessSource
+from mim_jax.models.vit import ViTEncoder
+from mim_jax.train.sharding import batch_sharding, make_mesh, replicated
+
+Pool = Literal["cls", "mean"]
+POOLS = ("cls", "mean")
+DIGITS_SPLITS = ("train", "test", "all")
+
+
+class Subset:
+    """The records ``indices`` of ``source`` (random access, same record format)."""
+
+    def __init__(self, source: RandomAccessSource, indices: Sequence[int]):
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.num_classes = getattr(source, "num_classes", None)
+        labels = getattr(source, "labels", None)
+        self.labels = None if labels is None else np.asarray(labels)[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.source[int(self.indices[int(index)])]
+
+
+def subset(source: RandomAccessSource, limit: int | None, seed: int = 0) -> RandomAccessSource:
+    """At most ``limit`` records of ``source``, drawn without replacement with ``seed`` (sorted,
+    so reading stays sequential); the source itself when ``limit`` is None or not smaller."""
+    if limit is None or limit >= len(source):
+        return source
+    if limit < 1:
+        raise ValueError(f"a subset needs at least one record, got limit={limit}.")
+    rng = np.random.default_rng(seed)
+    return Subset(source, np.sort(rng.choice(len(source), size=limit, replace=False)))
+
+
+@dataclasses.dataclass
+class EvalData:
+    """Labelled ``train`` / ``val`` sources, the class count and the model's input side."""
+
+    train: RandomAccessSource
+    val: RandomAccessSource
+    num_classes: int
+    image_size: int
+    description: str
+
+
+def _side(image_size: Any) -> int:
+    if isinstance(image_size, int):
+        return image_size
+    sizes = tuple(int(s) for s in image_size)
+    if len(set(sizes)) != 1:
+        raise ValueError(
+            f"evaluation supports square images only; config.model.image_size={image_size}."
+        )
+    return sizes[0]
+
+
+def eval_sources(
+    config,
+    *,
+    train_split: str | None = None,
+    val_split: str | None = None,
+    val_path: str | None = None,
+    data_dir: str | None = None,
+    num_classes: int | None = None,
+    train_limit: int | None = None,
+    val_limit: int | None = None,
+    seed: int = 0,
+) -> EvalData:
+    """The labelled train/val sources for a run's ``config`` (see the module docstring).
+
+    Args:
+      config: the pretraining config (``config.data``, ``config.model.image_size/channels``).
+      train_split / val_split: split names (digits: train/test/all; TFDS split strings).
+      val_path: image folder for validation (folder source).
+      data_dir: TFDS data directory.
+      num_classes: overrides the class count read from the sources.
+      train_limit / val_limit: keep a random subset of this many records (seeded by ``seed``).
+
+    Raises:
+      ValueError: an unknown source or split, unlabelled data, or no validation set.
+    """
+    if config.model.get("num_frames") is not None:
+        raise ValueError("evaluation supports image models only (config.model.num_frames is set).")
+    side = _side(config.model.image_size)
+    channels = int(config.model.channels)
+    kind = config.data.source
+    if kind == "digits":
+        tr, va = train_split or "train", val_split or "test"
+        for split in (tr, va):
+            if split not in DIGITS_SPLITS:
+                raise ValueError(f"digits split {split!r}; valid: {', '.join(DIGITS_SPLITS)}.")
+        train = data.DigitsSource(image_size=side, channels=channels, split=tr)
+        val = data.DigitsSource(image_size=side, channels=channels, split=va)
+        what = f"digits {tr}/{va}"
+    elif kind == "synthetic":
+        n = int(config.data.num_examples or 1024)
+        train = data.SyntheticSource(n, image_size=side, channels=channels, seed=0)
+        val = data.SyntheticSource(max(n // 4, 1), image_size=side, channels=channels, seed=1)
+        what = "synthetic noise (random labels)"
+    elif kind == "folder":
+        root = config.data.path
+        if not root:
+            raise ValueError("config.data.source='folder' needs config.data.path.")
+        train_root = (
+            os.path.join(root, "train") if os.path.isdir(os.path.join(root, "train")) else root
+        )
+        if val_path is None:
+            candidate = os.path.join(root, "val")
+            if not os.path.isdir(candidate):
+                raise ValueError(
+                    f"no validation folder: pass --val-path, or put the images in {root}/train "
+                    f"and {root}/val (class subfolders in each)."
+                )
+            val_path = candidate
+        train = data.FolderSource(train_root, channels=channels)
+        val = data.FolderSource(val_path, channels=channels)
+        if not train.class_names or not val.class_names:
+            raise ValueError(
+                f"image folders {train_root} and {val_path} must both hold class subfolders "
+                "(root/<class>/<image>) for labelled evaluation."
+            )
+        if train.class_names != val.class_names:
+            raise ValueError(
+                f"train classes {train.class_names[:5]}... differ from val classes "
+                f"{val.class_names[:5]}...; both folders need the same class subfolders."
+            )
+        what = f"folders {train_root} / {val_path}"
+    elif kind == "tfds":
+        tr, va = train_split or "train", val_split or "validation"
+        train = data.TfdsSource(config.data.name, split=tr, data_dir=data_dir)
+        val = data.TfdsSource(config.data.name, split=va, data_dir=data_dir)
+        what = f"tfds {config.data.name} {tr}/{va}"
+    else:
+        raise ValueError(
+            f"config.data.source={kind!r} is not one of digits, folder, tfds, synthetic."
+        )
+    classes = num_classes or _num_classes(train)
+    train = subset(train, train_limit, seed)
+    val = subset(val, val_limit, seed + 1)
+    return EvalData(train, val, int(classes), side, f"{what} ({len(train)}/{len(val)} images)")
+
+
+def _num_classes(source: Any) -> int:
+    """The class count a source declares (attribute, folder names or TFDS info)."""
+    if getattr(source, "num_classes", None):
+        return int(source.num_classes)
+    if getattr(source, "class_names", None):
+        return len(source.class_names)
+    info = getattr(getattr(source, "_source", None), "dataset_info", None)
+    label_key = getattr(source, "label_key", "label")
+    feature = None if info is None else info.features.get(label_key)
+    if getattr(feature, "num_classes", None):
+        return int(feature.num_classes)
+    raise ValueError(f"cannot tell the number of classes of {source!r}; pass --num-classes.")
+
+
+def _transform(image_size: int) -> Callable[[dict[str, Any]], tuple[np.ndarray, int]]:
+    def apply(record: dict[str, Any]) -> tuple[np.ndarray, int]:
+        image = data.eval_transform(np.asarray(record["image"]), image_size)
+        return image, int(record["label"])
+
+    return apply
+
+
+def iterate_batches(
+    source: RandomAccessSource, batch_size: int, image_size: int, threads: int = 4
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every record of ``source`` once, in order, in batches (the last may be smaller).
+
+    Yields ``(images float32[b, S, S, C], labels int32[b])`` with the evaluation transform.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    apply = _transform(image_size)
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for start in range(0, len(source), batch_size):
+            records = [source[i] for i in range(start, min(start + batch_size, len(source)))]
+            pairs = list(pool.map(apply, records))
+            images = np.stack([p[0] for p in pairs]).astype(np.float32)
+            labels = np.asarray([p[1] for p in pairs], np.int32)
+            yield images, labels
+
+
+def load_arrays(
+    source: RandomAccessSource, image_size: int, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """The whole (small) source as ``(images float32[N, S, S, C], labels int32[N])``."""
+    images, labels = zip(*iterate_batches(source, batch_size, image_size), strict=True)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def pool_tokens(tokens: jax.Array, pool: Pool, num_prefix_tokens: int) -> jax.Array:
+    """[B, prefix + N, D] final-normed tokens -> float32[B, D] features (cls or patch mean)."""
+    chex.assert_rank(tokens, 3)
+    if pool == "cls":
+        if num_prefix_tokens < 1:
+            raise ValueError("pool='cls' needs a cls token; this encoder has none (use 'mean').")
+        return tokens[:, 0].astype(jnp.float32)
+    if pool == "mean":
+        return tokens[:, num_prefix_tokens:].astype(jnp.float32).mean(axis=1)
+    raise ValueError(f"pool must be one of {POOLS}, got {pool!r}.")
+
+
+class FeatureExtractor:
+    """Frozen-encoder features, jit-compiled once, data-parallel over a mesh.
+
+    ``extractor(images float32[B, S, S, C]) -> float32[B, D]``: any ``B`` (padded to the fixed
+    ``batch_size`` so one program serves every batch). The encoder's parameters are replicated,
+    the batch is split over the mesh's data axes (default: every local device).
+    """
+
+    def __init__(
+        self,
+        encoder: ViTEncoder,
+        pool: Pool = "cls",
+        batch_size: int = 256,
+        mesh: Mesh | None = None,
+    ):
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}.")
+        pool_tokens(
+            jnp.zeros((1, encoder.num_prefix_tokens + 1, 1)), pool, encoder.num_prefix_tokens
+        )
+        self.mesh = mesh or make_mesh(devices=jax.local_devices())
+        ways = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        self.batch_size = -(-batch_size // ways) * ways
+        self.width = encoder.config.width
+        graphdef, state = nnx.split(encoder)
+        self._state = jax.device_put(state, replicated(self.mesh))
+        self._sharding = batch_sharding(self.mesh, 4)
+        prefix = encoder.num_prefix_tokens
+
+        @jax.jit
+        def features(state, images):
+            model = nnx.merge(graphdef, state)
+            return pool_tokens(model.encode(images), pool, prefix)
+
+        self._features = features
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images, np.float32)
+        b = len(images)
+        if b > self.batch_size:
+            return np.concatenate(
+                [self(images[i : i + self.batch_size]) for i in range(0, b, self.batch_size)]
+            )
+        padded = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
+        padded[:b] = images
+        placed = jax.device_put(padded, self._sharding)
+        return np.asarray(self._features(self._state, placed))[:b]
+
+
+def extract_features(
+    extractor: FeatureExtractor,
+    source: RandomAccessSource,
+    image_size: int,
+    *,
+    name: str = "features",
+    log: Callable[[str], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(features float32[N, D], labels int32[N])`` of every record of ``source``, in order."""
+    log = log or progress
+    feats, labels = [], []
+    start, last = time.perf_counter(), time.perf_counter()
+    done = 0
+    for images, batch_labels in iterate_batches(source, extractor.batch_size, image_size):
+        feats.append(extractor(images))
+        labels.append(batch_labels)
+        done += len(batch_labels)
+        if time.perf_counter() - last > 10:
+            last = time.perf_counter()
+            log(f"{name}: {done}/{len(source)} images ({done / (last - start):.0f} img/s)")
+    log(f"{name}: {done} images in {time.perf_counter() - start:.1f}s")
+    return np.concatenate(feats), np.concatenate(labels)
+
+
+def progress(text: str) -> None:
+    """A progress line on stderr (stdout carries the JSON result)."""
+    print(text, file=sys.stderr, flush=True)
