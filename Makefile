@@ -27,7 +27,7 @@ demo: $(STAMP)
 	@echo "  checkpoints/       Orbax checkpoints (rerun the train command to resume)"
 	@echo "  metrics.jsonl      loss, lr, grad norm and img/s per logged step; tensorboard/ likewise"
 	@echo "  reconstructions/   original | masked | reconstruction of digits, per checkpoint"
-	@echo "  eval/              knn.json, linear.json and reconstruct/ (one PNG per mask strategy)"
+	@echo "  eval/              knn.json, linear.json, reconstruct.json, recon_<mask>_r0.75.png per strategy"
 	@echo "  masks.png          every masking strategy, six samples each"
 
 test: $(STAMP)

@@ -4,28 +4,33 @@ COMMAND::
 
     python -m mim_jax.train --config configs/demo.py --workdir /tmp/mim_demo
     python -m mim_jax.train --config configs/demo.py:mask=random,steps=300 --workdir /tmp/mim_rnd
+    python -m mim_jax.evaluate knn --checkpoint /tmp/mim_demo      # and linear, reconstruct
 
 Model: encoder width 64, depth 4, 4 heads (``model.encoder_overrides`` on ``vit_tiny``), decoder
 32 wide, 2 deep; 32x32 inputs (the 8x8 digits upsampled by the loader) cut into 4x4 patches, an
 8x8 token grid; green ColorMAE masks at ratio 0.75 (16 of 64 patches visible); batch 64,
-``steps`` optimizer steps (default 300, about 14 epochs of the 1437-image digits train split;
+``steps`` optimizer steps (default 600, about 27 epochs of the 1437-image digits train split;
 22 steps per epoch).
 
 Args (``configs/demo.py:key=value,...``): ``mask`` (any registry or colour name, default green),
-``steps`` (default 300), ``patch`` (4 -> 8x8 grid, or 8 -> 4x4 grid; colour masks need >= 8x8),
+``steps`` (default 600), ``patch`` (4 -> 8x8 grid, or 8 -> 4x4 grid; colour masks need >= 8x8),
 ``channels`` (3 by default; 1 if the digits loader yields grayscale).
 
-EXPECTED RESULT (measured with ``make demo`` on 2 CPU cores, about 2 minutes): the masked-patch
-MSE (pixel targets, ``norm_pix_loss=False``: upsampled digits have near-constant 4x4 patches,
-whose per-patch normalisation is degenerate) falls from 2.28 at step 10 to about 1.2 at step
-300; reconstructions show the right strokes, blurred.
+EXPECTED RESULT (measured on 2 CPU cores: about 1 minute of training at ~700 img/s): the
+masked-patch MSE (pixel targets, ``norm_pix_loss=False``: upsampled digits have near-constant 4x4
+patches, whose per-patch normalisation is degenerate) falls from about 2.3 at step 10 to about
+1.0 at step 600; reconstructions show the right strokes, blurred. On the 360 held-out digits the
+frozen encoder reaches linear-probe top-1 92.3 +- 0.8% and kNN (k=20) top-1 76.1 +- 3.5% over
+seeds 0, 1, 2, against 84.9 +- 1.3% and 62.7 +- 1.4% for the same encoder at random init
+(``python -m mim_jax.evaluate.compare --masks green --steps 600 --seeds 0,1,2 --workdir DIR``).
+With 300 steps the kNN accuracy is still at the random-init level.
 """
 
 from mim_jax.configs import base_config, parse_arg
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, mask="green", steps=300, patch=4, channels=3)
+    arg = parse_arg(arg, mask="green", steps=600, patch=4, channels=3)
     c = base_config()
 
     c.model.name = "vit_tiny"
@@ -47,7 +52,7 @@ def get_config(arg=None):
     c.data.num_examples = 1437  # mim_jax.data.digits train split (first 1437 of 1797)
 
     c.batch_size = 64
-    c.epochs = 14
+    c.epochs = 27
     c.warmup_epochs = 1
     c.total_steps = arg.steps
     c.blr = None

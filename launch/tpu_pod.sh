@@ -146,7 +146,7 @@ if [[ -z "$install" ]]; then
   note "2. copy this checkout to every worker:"
   here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   tarball="${TMPDIR:-/tmp}/mim_jax.tar.gz"
-  run tar czf "$tarball" -C "$here" --exclude=.venv --exclude=.git --exclude=runs \
+  run tar czf "$tarball" -C "$here" --exclude=.venv --exclude=.git --exclude=runs --exclude=out \
     --exclude='*.egg-info' --exclude=__pycache__ .
   run "${gc[@]}" scp "$tarball" "$name:~/mim_jax.tar.gz" "${where[@]}" --worker=all
 fi

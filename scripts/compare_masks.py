@@ -1,6 +1,6 @@
 """Masking strategy vs linear-probe / kNN accuracy on digits (see mim_jax.evaluate.compare).
 
-python scripts/compare_masks.py --steps 300 --seeds 0,1,2 --workdir /tmp/mim_compare
+python scripts/compare_masks.py --steps 600 --seeds 0,1,2 --workdir /tmp/mim_compare
 """
 
 import sys

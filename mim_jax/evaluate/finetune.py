@@ -55,7 +55,13 @@ from mim_jax.models import layers
 from mim_jax.models.vit import ViTEncoder
 from mim_jax.train.checkpoint import CheckpointStore
 from mim_jax.train.optimizer import OptimizerConfig, warmup_cosine, weight_decay_mask
-from mim_jax.train.sharding import batch_sharding, make_mesh, replicated, state_shardings
+from mim_jax.train.sharding import (
+    batch_sharding,
+    make_mesh,
+    optimizer_shardings,
+    replicated,
+    state_shardings,
+)
 
 #: MAE's layer decay per encoder size (FINETUNE.md: base 0.65, large/huge 0.75; argparse 0.75).
 LAYER_DECAY = {"vit_base": 0.65, "vit_large": 0.75, "vit_huge": 0.75}
@@ -290,13 +296,7 @@ def compile_finetune(
     constants_sh = state_shardings(constants, mesh)
     params = jax.device_put(params, params_sh)
     constants = jax.device_put(constants, constants_sh)
-    opt_sh = optax.tree_map_params(
-        tx,
-        lambda _, sharding: sharding,
-        jax.eval_shape(tx.init, params),
-        jax.tree.map(lambda x: x.sharding, params),
-        transform_non_params=lambda _: replicated(mesh),
-    )
+    opt_sh = optimizer_shardings(tx, params, mesh)
     opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
     state = FinetuneState(
         step=jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh)),

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+import optax
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -99,3 +100,20 @@ def batch_sharding(mesh: Mesh, rank: int) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def optimizer_shardings(tx: optax.GradientTransformation, params, mesh: Mesh):
+    """Shardings of ``tx``'s state: each moment takes its parameter's, scalars replicate.
+
+    Args:
+      tx: the optimizer.
+      params: the placed parameters (arrays carrying ``.sharding``).
+      mesh: the mesh that counts and other non-parameter leaves replicate over.
+    """
+    return optax.tree_map_params(
+        tx,
+        lambda _, sharding: sharding,
+        jax.eval_shape(tx.init, params),
+        jax.tree.map(lambda x: x.sharding, params),
+        transform_non_params=lambda _: replicated(mesh),
+    )

@@ -33,7 +33,12 @@ from jax.sharding import Mesh, NamedSharding
 from mim_jax import masking
 from mim_jax.models.mae import MAE
 from mim_jax.models.sharding_rules import LOGICAL_AXIS_RULES, AxisRule
-from mim_jax.train.sharding import batch_sharding, replicated, state_shardings
+from mim_jax.train.sharding import (
+    batch_sharding,
+    optimizer_shardings,
+    replicated,
+    state_shardings,
+)
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -276,14 +281,7 @@ def compile_train_step(
     params_sh = state_shardings(params, mesh, rules)
     constants_sh = state_shardings(constants, mesh, rules)
     params = jax.device_put(params, params_sh)
-    # Optimizer moments take their parameter's sharding; counts and other scalars replicate.
-    opt_sh = optax.tree_map_params(
-        tx,
-        lambda _, sharding: sharding,
-        jax.eval_shape(tx.init, params),
-        jax.tree.map(lambda x: x.sharding, params),
-        transform_non_params=lambda _: replicated(mesh),
-    )
+    opt_sh = optimizer_shardings(tx, params, mesh)
     opt_init = jax.jit(tx.init, out_shardings=opt_sh)
 
     def place(new_params, new_constants) -> TrainState:
