@@ -97,6 +97,31 @@ def bench_masks(args: argparse.Namespace) -> list[dict]:
     return [result]
 
 
+def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
+    """The MAE architecture flags shared by ``train-step`` and ``plan``."""
+    parser.add_argument("--model", default=default_model, help="vit_tiny ... vit_giant")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--patch-size", type=int, default=16)
+    parser.add_argument("--decoder", default="mae", choices=("mae", "crossmae"))
+    parser.add_argument("--decoder-width", type=int, default=512)
+    parser.add_argument("--decoder-depth", type=int, default=8)
+    parser.add_argument("--decoder-heads", type=int, default=16)
+    parser.add_argument("--dtype", default="float32", help="compute dtype (float32 or bfloat16)")
+
+
+def model_kwargs(args: argparse.Namespace) -> dict:
+    """``mim_jax.models.mae_model`` keyword arguments from :func:`add_model_arguments`' flags."""
+    return dict(
+        image_size=args.image_size,
+        patch_size=args.patch_size,
+        decoder=args.decoder,
+        decoder_width=args.decoder_width,
+        decoder_depth=args.decoder_depth,
+        decoder_num_heads=args.decoder_heads,
+        dtype=args.dtype,
+    )
+
+
 def train_step_runner(args: argparse.Namespace, mask: str):
     """Builds and compiles the train step for ``mask``; returns (run, info) for timing.
 
@@ -109,16 +134,7 @@ def train_step_runner(args: argparse.Namespace, mask: str):
     from mim_jax.train.step import MaskSpec, compile_train_step
 
     model = models.mae_model(
-        args.model,
-        image_size=args.image_size,
-        patch_size=args.patch_size,
-        decoder=args.decoder,
-        decoder_width=args.decoder_width,
-        decoder_depth=args.decoder_depth,
-        decoder_num_heads=args.decoder_heads,
-        pred_fraction=args.pred_fraction,
-        dtype=args.dtype,
-        rngs=0,
+        args.model, **model_kwargs(args), pred_fraction=args.pred_fraction, rngs=0
     )
     mesh = make_mesh(args.data, args.fsdp, args.tensor)
     tx, schedule = make_optimizer(OptimizerConfig(learning_rate=1.5e-4, total_steps=10_000))
@@ -240,21 +256,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     masks.add_argument("--repeats", type=int, default=15, help="timed rounds (median reported)")
     masks.add_argument("--inner", type=int, default=3, help="calls per timed round")
     step = sub.add_parser("train-step", help="MAE train step throughput, FLOP/s and MFU")
-    step.add_argument("--model", default="vit_tiny", help="vit_tiny ... vit_giant")
-    step.add_argument("--image-size", type=int, default=224)
-    step.add_argument("--patch-size", type=int, default=16)
+    add_model_arguments(step, default_model="vit_tiny")
     step.add_argument("--batch-size", type=int, default=32)
     step.add_argument("--mask", default="random", help="registry name or colour name")
     step.add_argument("--mask-ratio", type=float, default=0.75)
     step.add_argument(
         "--baseline-mask", default="random", help="mask timed alongside (same model), or none"
     )
-    step.add_argument("--decoder", default="mae", choices=("mae", "crossmae"))
-    step.add_argument("--decoder-width", type=int, default=512)
-    step.add_argument("--decoder-depth", type=int, default=8)
-    step.add_argument("--decoder-heads", type=int, default=16)
     step.add_argument("--pred-fraction", type=float, default=1.0, help="CrossMAE query share")
-    step.add_argument("--dtype", default="float32", help="compute dtype (float32 or bfloat16)")
     step.add_argument("--data", type=int, default=-1, help="mesh data axis (-1: all devices)")
     step.add_argument("--fsdp", type=int, default=1)
     step.add_argument("--tensor", type=int, default=1)

@@ -36,6 +36,8 @@ import sys
 import time
 from typing import Any
 
+from mim_jax.bench import add_model_arguments, model_kwargs
+
 CHILD_ENV = "MIM_JAX_PLAN_CHILD"
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -64,22 +66,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     plan = sub.add_parser(
         "plan", help="compile-ahead memory plan for a model on a mesh of virtual devices"
     )
-    plan.add_argument("--model", default="vit_base", help="vit_tiny ... vit_giant")
+    add_model_arguments(plan, default_model="vit_base")
     plan.add_argument(
         "--encoder", default="", help="encoder field overrides, e.g. depth=24,width=1024"
     )
     plan.add_argument("--mesh", default="fsdp=8", help="e.g. fsdp=64 or data=4,fsdp=16")
     plan.add_argument("--batch-size", type=int, default=256, help="global batch")
     plan.add_argument("--accum-steps", type=int, default=1)
-    plan.add_argument("--image-size", type=int, default=224)
-    plan.add_argument("--patch-size", type=int, default=16)
     plan.add_argument("--mask", default="random", help="registry name or colour name")
     plan.add_argument("--mask-ratio", type=float, default=0.75)
-    plan.add_argument("--decoder", default="mae", choices=("mae", "crossmae"))
-    plan.add_argument("--decoder-width", type=int, default=512)
-    plan.add_argument("--decoder-depth", type=int, default=8)
-    plan.add_argument("--decoder-heads", type=int, default=16)
-    plan.add_argument("--dtype", default="float32", help="compute dtype (float32 or bfloat16)")
     plan.add_argument("--remat", action="store_true", help="rematerialise encoder blocks")
     plan.add_argument(
         "--device-memory-gb", type=float, default=None, help="per-device memory (GiB) to check"
@@ -175,13 +170,7 @@ def plan(args: argparse.Namespace, mesh_sizes: dict[str, int]) -> dict[str, Any]
     abstract_model = nnx.eval_shape(
         lambda: models.mae_model(
             args.model,
-            image_size=args.image_size,
-            patch_size=args.patch_size,
-            decoder=args.decoder,
-            decoder_width=args.decoder_width,
-            decoder_depth=args.decoder_depth,
-            decoder_num_heads=args.decoder_heads,
-            dtype=args.dtype,
+            **model_kwargs(args),
             remat=args.remat,
             encoder_overrides=parse_overrides(args.encoder) or None,
             rngs=0,
