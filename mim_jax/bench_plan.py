@@ -152,12 +152,17 @@ def plan(args: argparse.Namespace, mesh_sizes: dict[str, int]) -> dict[str, Any]
     """Lowers and compiles the train step on abstract inputs; the memory plan as a dict."""
     import jax
     import jax.numpy as jnp
-    import optax
     from flax import nnx
 
     from mim_jax import models
     from mim_jax.train.optimizer import OptimizerConfig, make_optimizer
-    from mim_jax.train.sharding import batch_sharding, make_mesh, replicated, state_shardings
+    from mim_jax.train.sharding import (
+        batch_sharding,
+        make_mesh,
+        optimizer_shardings,
+        replicated,
+        state_shardings,
+    )
     from mim_jax.train.step import MaskSpec, TrainState, build_train_step
 
     mesh = make_mesh(mesh_sizes["data"], mesh_sizes["fsdp"], mesh_sizes["tensor"])
@@ -181,15 +186,7 @@ def plan(args: argparse.Namespace, mesh_sizes: dict[str, int]) -> dict[str, Any]
     constants_sh = state_shardings(constants, mesh)
     tx, schedule = make_optimizer(OptimizerConfig(learning_rate=1.5e-4, total_steps=10_000))
     opt_state = jax.eval_shape(tx.init, params)
-    # Moments follow their parameter's sharding (as compile_train_step places them).
-    params_sh_full = jax.tree.map(lambda s, x: jax.tree.map(lambda _: s, x), params_sh, params)
-    opt_sh = optax.tree_map_params(
-        tx,
-        lambda _, s: s,
-        opt_state,
-        params_sh_full,
-        transform_non_params=lambda _: replicated(mesh),
-    )
+    opt_sh = optimizer_shardings(tx, params, params_sh, mesh)  # as compile_train_step places it
     state = TrainState(
         step=jax.ShapeDtypeStruct((), jnp.int32),
         params=params,

@@ -296,7 +296,7 @@ def compile_finetune(
     constants_sh = state_shardings(constants, mesh)
     params = jax.device_put(params, params_sh)
     constants = jax.device_put(constants, constants_sh)
-    opt_sh = optimizer_shardings(tx, params, mesh)
+    opt_sh = optimizer_shardings(tx, params, params_sh, mesh)
     opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
     state = FinetuneState(
         step=jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh)),

@@ -102,18 +102,21 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def optimizer_shardings(tx: optax.GradientTransformation, params, mesh: Mesh):
+def optimizer_shardings(tx: optax.GradientTransformation, params, param_shardings, mesh: Mesh):
     """Shardings of ``tx``'s state: each moment takes its parameter's, scalars replicate.
 
     Args:
       tx: the optimizer.
-      params: the placed parameters (arrays carrying ``.sharding``).
+      params: the parameters (arrays, or ``jax.ShapeDtypeStruct`` for a compile-only plan).
+      param_shardings: their shardings, e.g. from :func:`state_shardings` (a tree with the
+        parameters' structure, or a prefix of it).
       mesh: the mesh that counts and other non-parameter leaves replicate over.
     """
+    per_leaf = jax.tree.map(lambda s, x: jax.tree.map(lambda _: s, x), param_shardings, params)
     return optax.tree_map_params(
         tx,
         lambda _, sharding: sharding,
         jax.eval_shape(tx.init, params),
-        jax.tree.map(lambda x: x.sharding, params),
+        per_leaf,
         transform_non_params=lambda _: replicated(mesh),
     )

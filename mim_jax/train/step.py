@@ -281,7 +281,7 @@ def compile_train_step(
     params_sh = state_shardings(params, mesh, rules)
     constants_sh = state_shardings(constants, mesh, rules)
     params = jax.device_put(params, params_sh)
-    opt_sh = optimizer_shardings(tx, params, mesh)
+    opt_sh = optimizer_shardings(tx, params, params_sh, mesh)
     opt_init = jax.jit(tx.init, out_shardings=opt_sh)
 
     def place(new_params, new_constants) -> TrainState:
