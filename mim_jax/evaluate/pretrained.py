@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 from ml_collections import ConfigDict
 
@@ -71,11 +72,20 @@ def config_from_dict(stored: dict[str, Any]) -> ConfigDict:
     return ConfigDict(plain(stored))
 
 
-def state_template(config: ConfigDict, model: MAE, sharding: jax.sharding.Sharding) -> TrainState:
-    """Abstract TrainState (``jax.ShapeDtypeStruct`` leaves) a run of ``config`` saved."""
+def run_optimizer(config: ConfigDict) -> optax.GradientTransformation:
+    """The optimizer a run of ``config`` trains with, for the structure of its state.
+
+    The schedule's length assumes ``config.data.num_examples``; it does not change the state.
+    """
     num_examples = config.data.get("num_examples") or config.batch_size
     steps_per_epoch = configs.steps_per_epoch(config, num_examples)
     tx, _ = make_optimizer(configs.to_optimizer_config(config, steps_per_epoch))
+    return tx
+
+
+def state_template(config: ConfigDict, model: MAE, sharding: jax.sharding.Sharding) -> TrainState:
+    """Abstract TrainState (``jax.ShapeDtypeStruct`` leaves) a run of ``config`` saved."""
+    tx = run_optimizer(config)
     _, params, constants = nnx.split(model, nnx.Param, ...)
 
     def abstract(x):

@@ -44,8 +44,8 @@ def init_workdir(config: Any, workdir: str | os.PathLike, weights: StateLike) ->
         model (the message names the key and the shapes).
     """
     from mim_jax import configs, models
+    from mim_jax.evaluate.pretrained import run_optimizer
     from mim_jax.train.checkpoint import CheckpointStore
-    from mim_jax.train.optimizer import make_optimizer
     from mim_jax.train.step import TrainState
 
     directory = os.path.join(os.fspath(workdir), "checkpoints")
@@ -61,9 +61,7 @@ def init_workdir(config: Any, workdir: str | os.PathLike, weights: StateLike) ->
     # Check the weights against the model before anything is written.
     model = models.mae_model(rngs=config.seed, **configs.to_model_kwargs(config))
     load_mae_state_dict(model, weights, missing_decoder="keep")
-    num_examples = config.data.get("num_examples") or config.batch_size
-    steps_per_epoch = configs.steps_per_epoch(config, num_examples)
-    tx, _ = make_optimizer(configs.to_optimizer_config(config, steps_per_epoch))
+    tx = run_optimizer(config)
     _, params, constants = nnx.split(model, nnx.Param, ...)
     state = TrainState(
         step=jnp.zeros((), jnp.int32),
