@@ -1,0 +1,130 @@
+"""The hand-written backward passes of mim_jax.models.kernels against plain autodiff."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mim_jax.models import kernels, layers
+
+
+def _grads(fn, *args):
+    """Value and gradient of sum(fn(*args) * w) for a fixed random cotangent w."""
+    out = fn(*args)
+    w = jax.random.normal(jax.random.key(99), out.shape, jnp.float32)
+    loss = lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * w)  # noqa: E731
+    return out, jax.grad(loss, argnums=tuple(range(len(args))))(*args)
+
+
+def _close(a, b, tol):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+        assert x.shape == y.shape
+        np.testing.assert_allclose(x, y, rtol=tol, atol=tol * max(1.0, np.abs(y).max()))
+
+
+def _reference_layer_norm(x, scale, bias, eps=1e-6):
+    x = x.astype(jnp.float32)
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / jnp.sqrt(var + eps) * scale + bias
+
+
+@settings(deadline=None, max_examples=15)
+@given(
+    rows=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    width=st.integers(8, 40),  # tiny widths: var ~ 0 amplifies rounding
+    offset=st.floats(-50, 50),
+    seed=st.integers(0, 2**16),
+)
+def test_layer_norm_value_and_grads_match_autodiff(rows, width, offset, seed):
+    ks = jax.random.split(jax.random.key(seed), 3)
+    x = jax.random.normal(ks[0], (*rows, width)) * 3 + offset
+    scale = 1 + 0.1 * jax.random.normal(ks[1], (width,))
+    bias = 0.1 * jax.random.normal(ks[2], (width,))
+    got = _grads(kernels.layer_norm, x, scale, bias)
+    want = _grads(_reference_layer_norm, x, scale, bias)
+    _close(got, want, 2e-4)
+
+
+def test_layer_norm_module_equals_flax_layer_norm_with_the_same_tree():
+    ours = layers.layer_norm(24, dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    flax_ln = nnx.LayerNorm(24, epsilon=1e-6, use_fast_variance=False, rngs=nnx.Rngs(0))
+    keys = jax.random.split(jax.random.key(1), 3)
+    for module in (ours, flax_ln):
+        module.scale[...] = 1 + jax.random.normal(keys[0], (24,))
+        module.bias[...] = jax.random.normal(keys[1], (24,))
+    x = jax.random.normal(keys[2], (3, 7, 24)) * 5 + 2
+    shapes = [
+        jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(m, nnx.Param)))
+        for m in (ours, flax_ln)
+    ]
+    assert shapes[0] == shapes[1] == {"scale": (24,), "bias": (24,)}
+
+    def run(module):
+        graphdef, params = nnx.split(module, nnx.Param)
+        return _grads(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
+
+    _close(run(ours), run(flax_ln), 1e-5)
+
+
+def test_layer_norm_in_bfloat16_keeps_float32_statistics_and_dtypes():
+    module = layers.layer_norm(64, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    x = (jax.random.normal(jax.random.key(0), (4, 64)) * 2 + 300).astype(jnp.bfloat16)
+    out = module(x)
+    assert out.dtype == jnp.bfloat16
+    want = _reference_layer_norm(x, module.scale[...], module.bias[...])
+    np.testing.assert_allclose(np.asarray(out, np.float32), want, atol=0.05)
+    dx = jax.grad(lambda x: jnp.sum(kernels.layer_norm(x, module.scale[...], module.bias[...])))(x)
+    assert dx.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_gelu_value_and_grad_match_exact_gelu(dtype, tol):
+    x = (jax.random.normal(jax.random.key(0), (5, 300)) * 4).astype(dtype)
+    got = _grads(kernels.gelu, x)
+    want = _grads(lambda x: jax.nn.gelu(x.astype(jnp.float32), approximate=False), x)
+    assert got[0].dtype == dtype and got[1][0].dtype == dtype
+    _close(got, want, tol)
+
+
+def _reference_attention(q, k, v):
+    q, k, v = (t.astype(jnp.float32) for t in (q, k, v))
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) / np.sqrt(q.shape[-1])
+    return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(logits, -1), v)
+
+
+@settings(deadline=None, max_examples=12)
+@given(
+    batch=st.integers(1, 3),
+    heads=st.integers(1, 4),
+    lq=st.integers(1, 17),
+    lk=st.integers(1, 17),
+    head_dim=st.sampled_from([1, 4, 8]),
+    seed=st.integers(0, 2**16),
+)
+def test_attention_value_and_grads_match_autodiff(batch, heads, lq, lk, head_dim, seed):
+    ks = jax.random.split(jax.random.key(seed), 3)
+    q = jax.random.normal(ks[0], (batch, heads, lq, head_dim)) * 2
+    k = jax.random.normal(ks[1], (batch, heads, lk, head_dim)) * 2
+    v = jax.random.normal(ks[2], (batch, heads, lk, head_dim))
+    _close(_grads(kernels.attention, q, k, v), _grads(_reference_attention, q, k, v), 2e-4)
+
+
+def test_attention_in_bfloat16_is_close_to_float32():
+    ks = jax.random.split(jax.random.key(3), 3)
+    q, k, v = (jax.random.normal(key, (2, 3, 9, 8)) for key in ks)
+    got = _grads(kernels.attention, *(t.astype(jnp.bfloat16) for t in (q, k, v)))
+    assert all(g.dtype == jnp.bfloat16 for g in got[1])
+    _close(got, _grads(_reference_attention, q, k, v), 5e-2)
+
+
+def test_the_cpu_attention_path_equals_jax_dot_product_attention():
+    ks = jax.random.split(jax.random.key(4), 3)
+    q, k, v = (jax.random.normal(key, (2, 11, 4, 8)) for key in ks)  # [B, L, H, hd]
+    _close(
+        _grads(layers._attend, q, k, v), _grads(jax.nn.dot_product_attention, q, k, v), 2e-4
+    )
