@@ -15,7 +15,7 @@ def _grads(fn, *args):
     """Value and gradient of sum(fn(*args) * w) for a fixed random cotangent w."""
     out = fn(*args)
     w = jax.random.normal(jax.random.key(99), out.shape, jnp.float32)
-    loss = lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * w)  # noqa: E731
+    loss = lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * w)
     return out, jax.grad(loss, argnums=tuple(range(len(args))))(*args)
 
 
@@ -59,8 +59,7 @@ def test_layer_norm_module_equals_flax_layer_norm_with_the_same_tree():
         module.bias[...] = jax.random.normal(keys[1], (24,))
     x = jax.random.normal(keys[2], (3, 7, 24)) * 5 + 2
     shapes = [
-        jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(m, nnx.Param)))
-        for m in (ours, flax_ln)
+        jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(m, nnx.Param))) for m in (ours, flax_ln)
     ]
     assert shapes[0] == shapes[1] == {"scale": (24,), "bias": (24,)}
 
@@ -125,6 +124,4 @@ def test_attention_in_bfloat16_is_close_to_float32():
 def test_the_cpu_attention_path_equals_jax_dot_product_attention():
     ks = jax.random.split(jax.random.key(4), 3)
     q, k, v = (jax.random.normal(key, (2, 11, 4, 8)) for key in ks)  # [B, L, H, hd]
-    _close(
-        _grads(layers._attend, q, k, v), _grads(jax.nn.dot_product_attention, q, k, v), 2e-4
-    )
+    _close(_grads(layers._attend, q, k, v), _grads(jax.nn.dot_product_attention, q, k, v), 2e-4)
