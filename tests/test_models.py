@@ -1,5 +1,6 @@
 """ViT encoder family and MAE: shapes, masking semantics, dtypes, pure-function use, training."""
 
+import functools
 import math
 
 import jax
@@ -258,6 +259,41 @@ def test_remat_and_onehot_gather_do_not_change_the_result():
     loss2, out2 = run(tiny_mae(remat=True, gather="onehot"), x, masks)
     np.testing.assert_allclose(float(loss), float(loss2), rtol=1e-5)
     np.testing.assert_allclose(out.pred, out2.pred, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(decoder_depth=2),
+        dict(decoder_depth=2, remat=True, gather="onehot"),
+        dict(cls_token=False),
+    ],
+    ids=["cls", "remat-onehot", "no-cls"],
+)
+def test_masked_only_decoding_gives_the_same_loss_grads_and_masked_predictions(overrides):
+    model = tiny_mae(**overrides)
+    x, masks = images((3, 32, 32, 3)), random_masks((4, 4), batch_size=3, ratio=0.6)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def loss_and_grads(params, masked_only):
+        def loss_fn(p):
+            return nnx.merge(graphdef, p, rest)(x, masks, masked_only=masked_only)
+
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+    (loss, full), grads = loss_and_grads(params, False)
+    (loss_m, part), grads_m = loss_and_grads(params, True)
+    np.testing.assert_allclose(float(loss_m), float(loss), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads_m), jax.tree.leaves(grads), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    masked = np.asarray(masks.masked)
+    assert part.pred.shape == (3, masked.shape[1], 192)
+    np.testing.assert_array_equal(part.positions, masked)
+    np.testing.assert_array_equal(part.weights, np.ones(masked.shape, np.float32))
+    rows = np.arange(3)[:, None]
+    np.testing.assert_allclose(part.pred, np.asarray(full.pred)[rows, masked], atol=1e-5)
+    np.testing.assert_array_equal(part.target, np.asarray(full.target)[rows, masked])
 
 
 def test_pos_embed_is_not_a_param():

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mim_jax.models import kernels
+from mim_jax.models.tokens import GatherMethod, gather_tokens
 
 Axes = tuple[str | None, ...]
 Dtype = Any
@@ -189,7 +190,35 @@ class SelfAttention(nnx.Module):
         qkv = self.qkv(x.reshape(b * length, width))  # [B*L, 3, H, hd]: 2-D dots (see Mlp)
         qkv = qkv.reshape(b, length, *qkv.shape[1:])
         out = _attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])  # [B, L, H, hd]
-        out = self.proj(out.reshape(b * length, *out.shape[2:]))
+        return self._project_out(out)
+
+    def from_queries(self, queries: jax.Array, x: jax.Array) -> jax.Array:
+        """Attention output for a subset of the tokens only.
+
+        Args:
+          queries: [B, Q, D] (normalised) tokens whose outputs are wanted, a subset of ``x``.
+          x: [B, L, D] all (normalised) tokens: the keys and values.
+
+        Returns:
+          [B, Q, D], equal to ``self(x)`` at the queried rows, with the query projection,
+          attention rows and output projection computed for the Q rows only.
+        """
+        b, length, width = x.shape
+        num_queries = queries.shape[1]
+        kernel, bias = self.qkv.kernel[...], self.qkv.bias[...]  # [D, 3, H, hd], [3, H, hd]
+        dtype = self.qkv.dtype or x.dtype
+        kernel, bias = kernel.astype(dtype), bias.astype(dtype)
+        rows = queries.reshape(b * num_queries, width).astype(dtype)
+        q = jnp.einsum("nd,dhk->nhk", rows, kernel[:, 0]) + bias[0]
+        kv = jnp.einsum("nd,dshk->nshk", x.reshape(b * length, width).astype(dtype), kernel[:, 1:])
+        kv = (kv + bias[1:]).reshape(b, length, *kv.shape[1:])
+        out = _attend(q.reshape(b, num_queries, *q.shape[1:]), kv[:, :, 0], kv[:, :, 1])
+        return self._project_out(out)
+
+    def _project_out(self, heads: jax.Array) -> jax.Array:
+        """[B, L, H, hd] attention output -> [B, L, D] through ``proj`` as one 2-D matmul."""
+        b, length = heads.shape[:2]
+        out = self.proj(heads.reshape(b * length, *heads.shape[2:]))
         return out.reshape(b, length, out.shape[-1])
 
 
@@ -275,6 +304,24 @@ class Block(nnx.Module):
         key_attn, key_mlp = jax.random.split(key)
         x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, key_attn)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, key_mlp)
+
+    def at(self, x: jax.Array, index: jax.Array, gather: GatherMethod = "take") -> jax.Array:
+        """The block's output at the rows ``index`` only (no drop path).
+
+        Args:
+          x: [B, L, D] block input.
+          index: int32[B, Q] rows of ``x`` wanted.
+          gather: how rows are selected (:func:`mim_jax.models.tokens.gather_tokens`).
+
+        Returns:
+          [B, Q, D], equal to ``self(x)`` gathered at ``index``; only the keys and values are
+          computed for all L rows, the query side (attention rows, proj, MLP) for the Q rows.
+        """
+        chex.assert_rank(index, 2)
+        normed = self.norm1(x)
+        queries = gather_tokens(normed, index, gather)
+        out = gather_tokens(x, index, gather) + self.attn.from_queries(queries, normed)
+        return out + self.mlp(self.norm2(out))
 
 
 def apply_block(block: nnx.Module, *args: jax.Array, remat: bool = False) -> jax.Array:

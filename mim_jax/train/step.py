@@ -192,7 +192,8 @@ def build_train_step(
         key_mask, key_query = jax.random.split(key)
         masks = constrain(draw(key_mask, images.shape[0], mask_index))
         model = nnx.merge(graphdef, params, constants)
-        loss, _ = model(images, masks, key=key_query)
+        # Only the loss is used: the MAE decoder's last block can skip the visible tokens.
+        loss, _ = model(images, masks, key=key_query, masked_only=True)
         return loss
 
     grad_fn = jax.value_and_grad(micro_loss)
