@@ -14,6 +14,10 @@ with the measurement, and the ratio between the two.
       "compile_s", "devices", "peak_memory_bytes", "model_flops_per_step", "model_tflops_per_s",
       "mfu" (with --peak-tflops), ...}; the baseline mask's line carries "step_time_vs_baseline";
       with --vs-torch a "torch_train_step" line and "speed_vs_torch".
+      --peak-tflops measure times a dense matmul in the compute dtype on one device first and
+      uses that as the peak: lines then also carry "matmul_peak_tflops" and "matmul_bound_ms",
+      the step's model FLOPs at that rate (no step computing these FLOPs can be faster); the
+      torch line gets torch's own matmul rate and bound.
 """
 
 from __future__ import annotations
@@ -50,6 +54,42 @@ def time_interleaved(
             jax.block_until_ready(out)
             samples[name].append((time.perf_counter() - start) / inner)
     return {name: statistics.median(times) for name, times in samples.items()}
+
+
+MATMUL_SIZE = 2048
+
+
+def matmul_peak_tflops(dtype: str = "float32", size: int = MATMUL_SIZE, repeats: int = 5) -> float:
+    """Best TFLOP/s of a jitted ``[size, size] @ [size, size]`` on the default device.
+
+    The operands are ``dtype``; the product accumulates in float32. A machine's practical dense
+    matmul rate, used as the peak for MFU when no spec-sheet figure applies (a CPU) and to bound
+    the step time from below (``matmul_bound_ms``).
+    """
+    operand = jax.numpy.ones((size, size), dtype)
+    matmul = jax.jit(lambda a, b: jax.numpy.matmul(a, b, preferred_element_type=jax.numpy.float32))
+    jax.block_until_ready(matmul(operand, operand))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(operand, operand))
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e12
+
+
+def peak_tflops_arg(text: str) -> float | str:
+    """``--peak-tflops``: a positive per-device TFLOP/s figure, or ``measure``."""
+    if text == "measure":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"--peak-tflops takes a positive number (TFLOP/s per device) or 'measure', got {text!r}"
+        )
+    return value
 
 
 def mask_step(name: str, batch_size: int, grid: tuple[int, ...], mask_ratio: float):
@@ -178,6 +218,9 @@ def bench_train_step(args: argparse.Namespace) -> list[dict]:
     if args.baseline_mask not in ("none", args.mask):
         masks_to_time.append(args.baseline_mask)
     runners = {m: train_step_runner(args, m) for m in masks_to_time}
+    peak = args.peak_tflops
+    if peak == "measure":
+        peak = matmul_peak_tflops(args.dtype)
     seconds = time_interleaved(
         {m: runner for m, (runner, _, _) in runners.items()}, args.repeats, args.inner
     )
@@ -206,8 +249,11 @@ def bench_train_step(args: argparse.Namespace) -> list[dict]:
             "mesh": {"data": args.data, "fsdp": args.fsdp, "tensor": args.tensor},
             "backend": jax.default_backend(),
         }
-        if args.peak_tflops:
-            result["mfu"] = tflops / (args.peak_tflops * jax.device_count())
+        if peak:
+            result["mfu"] = tflops / (peak * jax.device_count())
+        if args.peak_tflops == "measure":
+            result["matmul_peak_tflops"] = peak
+            result["matmul_bound_ms"] = info["flops"] / (peak * jax.device_count()) / 1e9
         if m != args.mask:
             result["baseline_for"] = args.mask
             results[0]["step_time_vs_baseline"] = seconds[args.mask] / step_s
@@ -237,7 +283,12 @@ def torch_reference(args: argparse.Namespace, config, jax_result: dict) -> dict:
         mask_ratio=args.mask_ratio,
         norm_pix_loss=config.norm_pix_loss,
         repeats=args.repeats,
+        measure_matmul=args.peak_tflops == "measure",
     )
+    if "matmul_peak_tflops" in result:
+        result["matmul_bound_ms"] = jax_result["model_flops_per_step"] / (
+            result["matmul_peak_tflops"] * 1e9
+        )
     jax_result["speed_vs_torch"] = jax_result["img_per_s"] / result["img_per_s"]
     return result
 
@@ -269,7 +320,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     step.add_argument("--tensor", type=int, default=1)
     step.add_argument("--repeats", type=int, default=10, help="timed rounds (median reported)")
     step.add_argument("--inner", type=int, default=1, help="steps per timed round")
-    step.add_argument("--peak-tflops", type=float, default=None, help="per-device peak for MFU")
+    step.add_argument(
+        "--peak-tflops",
+        type=peak_tflops_arg,
+        default=None,
+        help="per-device peak TFLOP/s for MFU, or 'measure' (time a dense matmul here)",
+    )
     step.add_argument("--vs-torch", action="store_true", help="also time transformers' ViTMAE")
     from mim_jax import bench_plan  # compile-ahead memory plan: `plan` subcommand
 

@@ -79,6 +79,18 @@ def _import_deps():
     return torch, transformers
 
 
+def _matmul_peak_tflops(torch, size: int = 2048, repeats: int = 5) -> float:
+    """Best TFLOP/s of a float32 ``[size, size] @ [size, size]`` in torch (current threads)."""
+    operand = torch.ones(size, size, dtype=torch.float32)
+    operand @ operand
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        operand @ operand
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e12
+
+
 def time_torch_mae_step(
     *,
     width: int,
@@ -99,6 +111,7 @@ def time_torch_mae_step(
     warmup: int = 2,
     threads: int | None = None,
     seed: int = 0,
+    measure_matmul: bool = False,
 ) -> dict:
     """Median wall time of one ``ViTMAEForPreTraining`` training step (see the module docstring).
 
@@ -115,6 +128,8 @@ def time_torch_mae_step(
       warmup: untimed steps before them.
       threads: intra-op threads for torch; ``None`` means ``os.cpu_count()``.
       seed: ``torch.manual_seed`` for the weights, the batch and the masking noise.
+      measure_matmul: also time a float32 ``[2048, 2048] @ [2048, 2048]`` with the same threads
+        and report its best rate as ``"matmul_peak_tflops"``.
 
     Returns:
       ``{"what": "torch_train_step", "impl": "transformers.ViTMAEForPreTraining", "torch",
@@ -182,11 +197,12 @@ def time_torch_mae_step(
         num_patches = model.vit.embeddings.patch_embeddings.num_patches
         with torch.no_grad():
             kept, _, _ = model.vit.embeddings.random_masking(torch.zeros(1, num_patches, 1))
+        matmul = _matmul_peak_tflops(torch) if measure_matmul else None
     finally:
         torch.set_num_threads(previous_threads)
 
     median_s = statistics.median(times)
-    return {
+    result = {
         "what": "torch_train_step",
         "impl": "transformers.ViTMAEForPreTraining",
         "torch": torch.__version__,
@@ -200,3 +216,6 @@ def time_torch_mae_step(
         "num_visible": int(kept.shape[1]),
         "attn_implementation": model.config._attn_implementation,
     }
+    if matmul is not None:
+        result["matmul_peak_tflops"] = matmul
+    return result

@@ -83,6 +83,13 @@ def test_tiny_step_fields_and_params():
     assert out["attn_implementation"] == "sdpa"
 
 
+def test_measured_matmul_rate_is_reported_only_when_asked():
+    kwargs = dict(**TINY, batch_size=2, mask_ratio=0.75, repeats=1, warmup=0, threads=1)
+    assert "matmul_peak_tflops" not in bench_torch.time_torch_mae_step(**kwargs)
+    rate = bench_torch.time_torch_mae_step(**kwargs, measure_matmul=True)["matmul_peak_tflops"]
+    assert 1e-3 < rate < 1e3  # TFLOP/s of one thread: anything from a slow CPU to an H100
+
+
 def test_threads_restored():
     import torch
 

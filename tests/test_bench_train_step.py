@@ -30,6 +30,34 @@ def test_train_step_bench_prints_the_contract_fields():
     assert green["step_time_vs_baseline"] > 0 and lines[1]["baseline_for"] == "green"
 
 
+@pytest.mark.slow
+def test_a_measured_matmul_peak_bounds_the_step_from_below():
+    args = [
+        "train-step", "--model", "vit_tiny", "--image-size", "32", "--patch-size", "8",
+        "--batch-size", "8", "--mask", "random", "--baseline-mask", "none",
+        "--decoder-width", "32", "--decoder-depth", "1", "--decoder-heads", "2",
+        "--repeats", "1", "--peak-tflops", "measure",
+    ]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "mim_jax.bench", *args], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    (line,) = [json.loads(text) for text in done.stdout.strip().splitlines()]
+    assert line["matmul_peak_tflops"] > 0
+    # No step can do its matmul FLOPs faster than the machine's matmul rate.
+    assert 0 < line["matmul_bound_ms"] < line["step_ms"]
+    assert line["mfu"] == pytest.approx(line["matmul_bound_ms"] / line["step_ms"], rel=1e-6)
+
+
+def test_peak_tflops_must_be_positive_or_measure():
+    done = subprocess.run(
+        [sys.executable, "-m", "mim_jax.bench", "train-step", "--peak-tflops", "fast"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "positive number (TFLOP/s per device) or 'measure', got 'fast'" in done.stderr
+
+
 def test_train_step_bench_rejects_a_batch_that_does_not_divide():
     done = subprocess.run(
         [sys.executable, "-m", "mim_jax.bench", "train-step", "--image-size", "32",
