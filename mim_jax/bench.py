@@ -207,7 +207,9 @@ def train_step_runner(args: argparse.Namespace, mask: str):
     jax.block_until_ready(run(0))  # first execution (allocations) untimed
     n = model.config.tokens.num_patches
     k = masking.num_visible(n, args.mask_ratio)
-    flops = models.mae_train_flops(model.config, k, batch_size=args.batch_size)
+    # The step decodes only the masked patches in the decoder's last block (masked_only).
+    decoded = n - k if model.config.decoder.kind == "mae" else None
+    flops = models.mae_train_flops(model.config, k, decoded, batch_size=args.batch_size)
     params = sum(x.size for x in jax.tree.leaves(compiled.state.params))
     info = {"compile_s": compile_s, "peak_memory_bytes": peak, "flops": flops, "params": params}
     return run, info, model.config

@@ -41,8 +41,13 @@ def test_mae_by_hand():
     assert parts["total"] == 64 + 2176 + 128 + 1680 + 128 == 4176
     assert models.mae_train_flops(tiny_config(), 1) == 3 * 4176
     assert models.mae_train_flops(tiny_config(), 1, batch_size=8) == 8 * 3 * 4176
-    with pytest.raises(ValueError, match="decodes all"):
+    with pytest.raises(ValueError, match="decodes all 4 patches or the 3 masked ones"):
         models.mae_forward_flops(tiny_config(), 1, num_decoded=2)
+    # masked_only: Q = 3; last block kv 2*5*4*8=320, q 2*3*4*4=96, QK^T + AV 2*(2*3*5*4)=240,
+    # proj 96, MLP 2*3*4*8*2=384; pred 2*3*4*4=96.
+    masked = models.mae_forward_flops(tiny_config(), 1, num_decoded=3)
+    assert masked["decoder_blocks"] == 320 + 96 + 240 + 96 + 384
+    assert masked["pred"] == 96
 
 
 def test_crossmae_by_hand():
@@ -85,7 +90,9 @@ def _dot_flops(jaxpr) -> int:
     ],
     ids=["mae", "mae-nocls", "crossmae", "crossmae-fm-sa", "video"],
 )
-def test_count_matches_traced_matmuls(kwargs):
+@pytest.mark.parametrize("masked_only", [False, True], ids=["all", "masked-only"])
+def test_count_matches_traced_matmuls(kwargs, masked_only):
+    kwargs = dict(kwargs)
     cfg = models.mae_config(
         "vit_small",
         image_size=32,
@@ -105,7 +112,11 @@ def test_count_matches_traced_matmuls(kwargs):
     )
     x = jax.ShapeDtypeStruct((b, *cfg.tokens.input_shape), jnp.float32)
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
-    fwd = jax.make_jaxpr(lambda s, x, m, k: nnx.merge(graphdef, s)(x, m, key=k)[0])
+    fwd = jax.make_jaxpr(
+        lambda s, x, m, k: nnx.merge(graphdef, s)(x, m, key=k, masked_only=masked_only)[0]
+    )
     traced = _dot_flops(fwd(state, x, masks, key).jaxpr)
     k = masks.keep.shape[1]
-    assert traced == b * models.mae_forward_flops(cfg, num_visible=k)["total"]
+    n = cfg.tokens.num_patches
+    decoded = n - k if masked_only and cfg.decoder.kind == "mae" else None
+    assert traced == b * models.mae_forward_flops(cfg, num_visible=k, num_decoded=decoded)["total"]

@@ -11,8 +11,11 @@ Per sample, with N patches, K visible, c = 1 with a cls token (else 0), P = patc
 
 - encoder on T_e = K + c tokens: ``2*K*P*D_e`` (patch embed of the visible patches only)
   ``+ depth_e * block(T_e, D_e, M_e)``;
-- MAE decoder on T_d = Q + c tokens, Q = N (every patch is decoded):
+- MAE decoder on T_d = N + c tokens, every patch decoded (Q = N):
   ``2*T_e*D_e*D_d`` (decoder embed) ``+ depth_d * block(T_d, D_d, M_d) + 2*Q*D_d*P`` (pred);
+  with ``masked_only`` (the train step, Q = N - K) the last block computes keys and values for
+  all T_d tokens but queries, attention rows, proj and MLP for the Q masked ones:
+  ``(depth_d - 1) * block(T_d, ...) + 4*T_d*D_d^2 + 4*Q*D_d^2 + 4*Q*T_d*D_d + 4*Q*D_d*M_d``;
 - CrossMAE decoder, Q queries attending to T_e encoder tokens, per block:
   ``2*Q*D_d^2`` (q) ``+ 4*T_e*D_e*D_d`` (kv) ``+ 4*Q*T_e*D_d`` (QK^T, AV) ``+ 2*Q*D_d^2`` (proj)
   ``+ 4*Q*D_d*M_d`` (MLP), plus ``8*Q*D_d^2 + 4*Q^2*D_d`` with self_attn; then ``2*Q*D_d*P``
@@ -50,8 +53,9 @@ def mae_forward_flops(
     Args:
       config: the model.
       num_visible: K, visible patches per sample (``masking.num_visible(N, ratio)``).
-      num_decoded: Q, decoded patches: N for MAE (the default; nothing else is valid), the query
-        count for CrossMAE (default: ``pred_fraction`` of the N - K masked patches).
+      num_decoded: Q, decoded patches. MAE: N (the default, ``model(x, masks)``) or N - K
+        (``masked_only=True``, what the train step runs). CrossMAE: the query count (default:
+        ``pred_fraction`` of the N - K masked patches).
 
     Returns:
       dict with ``patch_embed``, ``encoder_blocks``, ``decoder_embed``, ``feature_mix``,
@@ -72,10 +76,17 @@ def mae_forward_flops(
     }
     if dec.kind == "mae":
         q = n if num_decoded is None else num_decoded
-        if q != n:
-            raise ValueError(f"The MAE decoder decodes all {n} patches; got num_decoded={q}.")
-        parts["decoder_embed"] = 2 * t_e * enc.width * dec.width
-        parts["decoder_blocks"] = dec.depth * block_flops(q + c, dec.width, dec.mlp_dim)
+        if q not in (n, n - num_visible):
+            raise ValueError(
+                f"The MAE decoder decodes all {n} patches or the {n - num_visible} masked ones "
+                f"(masked_only); got num_decoded={q}."
+            )
+        t_d, d, m = n + c, dec.width, dec.mlp_dim
+        parts["decoder_embed"] = 2 * t_e * enc.width * d
+        parts["decoder_blocks"] = dec.depth * block_flops(t_d, d, m)
+        if q != n:  # masked_only: the last block's query side runs on the Q masked tokens
+            last = 4 * t_d * d * d + 4 * q * d * d + 4 * q * t_d * d + 4 * q * d * m
+            parts["decoder_blocks"] += last - block_flops(t_d, d, m)
     else:
         q = num_queries(n - num_visible, dec.pred_fraction) if num_decoded is None else num_decoded
         num_maps = len(feature_map_ids(dec, enc.depth))
