@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from mim_jax import masking
+from mim_jax import masking, runtime
 
 
 def time_interleaved(
@@ -343,4 +343,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    runtime.reexec_with_retained_memory()  # malloc keeps freed memory: see mim_jax.runtime
     main(sys.argv[1:])

@@ -34,6 +34,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mim_jax import runtime
+
 LAUNCHERS = {
     "python": None,
     "local": "launch/local.sh",
@@ -363,4 +365,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    runtime.reexec_with_retained_memory()  # malloc keeps freed memory: see mim_jax.runtime
     sys.exit(main())

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from mim_jax import runtime
+
 MASKS = ("random", "red", "blue", "green", "purple")
 
 
@@ -183,4 +185,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    runtime.reexec_with_retained_memory()  # malloc keeps freed memory: see mim_jax.runtime
     sys.exit(main())

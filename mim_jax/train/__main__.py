@@ -19,6 +19,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from mim_jax import runtime
+
 EXIT_CODES = {"finished": 0, "paused": 0, "preempted": 0, "nan": 3}
 
 
@@ -65,4 +67,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    runtime.reexec_with_retained_memory()  # malloc keeps freed memory: see mim_jax.runtime
     sys.exit(main())
