@@ -18,6 +18,9 @@ with the measurement, and the ratio between the two.
       uses that as the peak: lines then also carry "matmul_peak_tflops" and "matmul_bound_ms",
       the step's model FLOPs at that rate (no step computing these FLOPs can be faster); the
       torch line gets torch's own matmul rate and bound.
+
+  python -m mim_jax.bench floor --model vit_tiny --batch-size 32 [--vs-torch]
+      the step's matmul floor at its own shapes (see mim_jax.bench_floor).
 """
 
 from __future__ import annotations
@@ -329,11 +332,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="per-device peak TFLOP/s for MFU, or 'measure' (time a dense matmul here)",
     )
     step.add_argument("--vs-torch", action="store_true", help="also time transformers' ViTMAE")
-    from mim_jax import bench_plan  # compile-ahead memory plan: `plan` subcommand
+    from mim_jax import bench_floor, bench_plan  # `floor` and `plan` subcommands
 
     bench_plan.add_parser(sub)
+    bench_floor.add_parser(sub)
     args = parser.parse_args(argv)
-    commands = {"masks": bench_masks, "train-step": bench_train_step, "plan": bench_plan.run_plan}
+    commands = {
+        "masks": bench_masks,
+        "train-step": bench_train_step,
+        "plan": bench_plan.run_plan,
+        "floor": bench_floor.run_floor,
+    }
     try:
         results = commands[args.command](args)
     except ValueError as err:
