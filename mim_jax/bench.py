@@ -62,6 +62,17 @@ def time_interleaved(
 MATMUL_SIZE = 2048
 
 
+def best_seconds(call: Callable[[], object], repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls of ``call`` (which must block), after one untimed."""
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def matmul_peak_tflops(dtype: str = "float32", size: int = MATMUL_SIZE, repeats: int = 5) -> float:
     """Best TFLOP/s of a jitted ``[size, size] @ [size, size]`` on the default device.
 
@@ -71,13 +82,8 @@ def matmul_peak_tflops(dtype: str = "float32", size: int = MATMUL_SIZE, repeats:
     """
     operand = jax.numpy.ones((size, size), dtype)
     matmul = jax.jit(lambda a, b: jax.numpy.matmul(a, b, preferred_element_type=jax.numpy.float32))
-    jax.block_until_ready(matmul(operand, operand))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(matmul(operand, operand))
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e12
+    seconds = best_seconds(lambda: jax.block_until_ready(matmul(operand, operand)), repeats)
+    return 2 * size**3 / seconds / 1e12
 
 
 def peak_tflops_arg(text: str) -> float | str:

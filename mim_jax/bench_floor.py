@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
 from mim_jax import masking
+from mim_jax.bench import best_seconds
 from mim_jax.models.config import MAEConfig
 
 
@@ -110,16 +110,6 @@ def _block(part: str, rows: int, width: int, mlp_dim: int, count: int) -> list[D
     ]
 
 
-def _best(call: Callable[[], object], repeats: int) -> float:
-    call()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def _jax_seconds(op: Dense | Attention, repeats: int) -> float:
     """Seconds of one layer's products (forward and backward) in JAX, float32."""
     ones = jnp.ones
@@ -147,7 +137,7 @@ def _jax_seconds(op: Dense | Attention, repeats: int) -> float:
     total = 0.0
     for fn, a, b in products:
         call = functools.partial(jax.jit(fn), a, b)
-        total += _best(lambda call=call: jax.block_until_ready(call()), repeats)
+        total += best_seconds(lambda call=call: jax.block_until_ready(call()), repeats)
     return scale * total
 
 
@@ -164,7 +154,7 @@ def _torch_seconds(torch, op: Dense | Attention, repeats: int) -> float:
         probs = ones(op.batch, op.heads, op.lq, op.lk)
         products = [lambda: qs @ ks.transpose(-1, -2), lambda: probs @ ks]
         scale = 3
-    return scale * sum(_best(product, repeats) for product in products)
+    return scale * sum(best_seconds(product, repeats) for product in products)
 
 
 def matmul_floor(

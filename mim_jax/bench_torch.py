@@ -79,16 +79,12 @@ def _import_deps():
     return torch, transformers
 
 
-def _matmul_peak_tflops(torch, size: int = 2048, repeats: int = 5) -> float:
-    """Best TFLOP/s of a float32 ``[size, size] @ [size, size]`` in torch (current threads)."""
-    operand = torch.ones(size, size, dtype=torch.float32)
-    operand @ operand
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        operand @ operand
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e12
+def _matmul_peak_tflops(torch, repeats: int = 5) -> float:
+    """Best TFLOP/s of a float32 square matmul in torch (current threads), the JAX bench's size."""
+    from mim_jax.bench import MATMUL_SIZE, best_seconds
+
+    operand = torch.ones(MATMUL_SIZE, MATMUL_SIZE, dtype=torch.float32)
+    return 2 * MATMUL_SIZE**3 / best_seconds(lambda: operand @ operand, repeats) / 1e12
 
 
 def time_torch_mae_step(
