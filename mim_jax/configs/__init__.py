@@ -38,6 +38,8 @@ Schema (every shipped config has all of these fields; ``None`` = optional/unset)
       .source                    "digits" | "folder" | "tfds" | "synthetic"
       .name, .path, .split       tfds name / image folder / split (image size is model.image_size)
       .num_examples              training-set size (for steps per epoch), None if unknown
+      .memory_mb                 budget for decoded images in flight (image folders): an image
+                                 too large to decode within its share is skipped and reported
     config.batch_size            global batch (divisible by accum_steps; micro-batch by devices)
     config.accum_steps           gradient accumulation micro-steps per optimizer step
     config.epochs, .warmup_epochs
@@ -130,6 +132,7 @@ def base_config(image_size: int | tuple[int, int] = 224) -> ConfigDict:
             path=config_dict.placeholder(str),
             split="train",
             num_examples=config_dict.placeholder(int),
+            memory_mb=8192,
         )
     )
     c.data.num_examples = 1_281_167
@@ -249,7 +252,12 @@ def import_file(path: str | pathlib.Path):
     if module_spec is None or module_spec.loader is None:
         raise ValueError(f"cannot import config file {str(path)!r}.")
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as e:  # one line naming the place, not the importer's traceback
+        raise ValueError(
+            f"config file {str(path)!r} line {e.lineno}: {e.msg}: {(e.text or '').strip()!r}"
+        ) from None
     return module
 
 
@@ -278,7 +286,14 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
     """
     path, arg = _split_spec(spec)
     module = _import_file(_resolve_path(path))
-    config = module.get_config(arg or None)
+    try:
+        config = module.get_config(arg or None)
+    except ValueError:
+        raise
+    except Exception as e:  # the file's own code failed: name it and the error in one line
+        raise ValueError(
+            f"config file {path!r}: get_config({arg!r}) raised {type(e).__name__}: {e}"
+        ) from e
     if not isinstance(config, ConfigDict):
         raise ValueError(f"{path}: get_config must return an ml_collections.ConfigDict.")
     config.lock()
@@ -628,6 +643,64 @@ def _check_mask(config: ConfigDict, grid: tuple[int, ...] | None) -> list[str]:
     return []
 
 
+# (field, lowest allowed value, whether the lowest itself is allowed, whether None is allowed)
+_RANGES: tuple[tuple[str, float, bool, bool], ...] = (
+    ("batch_size", 1, True, False),
+    ("log_every", 1, True, False),
+    ("checkpoint_every", 1, True, False),
+    ("keep_checkpoints", 1, True, False),
+    ("recon_every", 0, True, False),
+    ("eval_every", 0, True, False),
+    ("total_steps", 1, True, True),
+    ("seed", 0, True, False),
+    ("lr", 0, False, True),
+    ("blr", 0, False, True),
+    ("lr_scale", 0, False, False),
+    ("clip_norm", 0, False, True),
+    ("weight_decay", 0, True, False),
+    ("end_lr", 0, True, False),
+    ("data.memory_mb", 0, False, False),
+)
+_INT_FIELDS = frozenset(
+    {"batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "recon_every",
+     "eval_every", "total_steps", "seed"}
+)  # fmt: skip
+
+
+def _check_ranges(config: ConfigDict) -> list[str]:
+    """Numeric fields outside their range (each message names the field and what it takes)."""
+    errors = []
+    for name, low, inclusive, nullable in _RANGES:
+        node: Any = config
+        for part in name.split("."):
+            node = node.get(part) if isinstance(node, ConfigDict) else None
+        value = node
+        if value is None:
+            if not nullable:
+                errors.append(f"config.{name} must be set.")
+            continue
+        kind = "an int" if name in _INT_FIELDS else "a number"
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name in _INT_FIELDS and not isinstance(value, int):
+            is_number = False
+        if (
+            not is_number
+            or not math.isfinite(value)
+            or value < low
+            or (value == low and not inclusive)
+        ):
+            bound = f">= {low}" if inclusive else f"> {low}"
+            errors.append(f"config.{name}={value!r} must be {kind} {bound}.")
+    for name in ("b1", "b2"):
+        value = config.get(name)
+        if value is not None and not 0 <= value < 1:
+            errors.append(f"config.{name}={value!r} must be in [0, 1).")
+    ratio = config.get("mask_ratio")
+    if not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+        errors.append(f"config.mask_ratio={ratio!r} must be in (0, 1).")
+    return errors
+
+
 def validate(config: ConfigDict, num_devices: int) -> None:
     """Checks a config before anything is compiled.
 
@@ -684,6 +757,7 @@ def validate(config: ConfigDict, num_devices: int) -> None:
             f"config.warmup_epochs={config.warmup_epochs} must be in [0, config.epochs="
             f"{config.epochs}]."
         )
+    errors += _check_ranges(config)
     if config.data.source not in ("digits", "folder", "tfds", "synthetic"):
         errors.append(
             f"config.data.source={config.data.source!r}; valid: digits, folder, tfds, synthetic."

@@ -18,6 +18,7 @@ import grain
 import numpy as np
 
 from mim_jax.data import augment as aug
+from mim_jax.data.folder import READ_BUFFER, READ_THREADS
 
 
 class RandomAccessSource(Protocol):
@@ -85,6 +86,8 @@ def make_pipeline(
     mean: Sequence[float] = aug.IMAGENET_MEAN,
     std: Sequence[float] = aug.IMAGENET_STD,
     scale: tuple[float, float] = (0.2, 1.0),
+    read_threads: int = READ_THREADS,
+    read_buffer: int = READ_BUFFER,
 ) -> grain.DataLoaderIterator:
     """Iterator over per-host batches ``{"image": float32[B, S, S, C], "label": int32[B]}``.
 
@@ -105,6 +108,9 @@ def make_pipeline(
         worker_buffer_size: batches each worker prepares ahead.
         mean / std: normalisation constants (per channel, in [0, 1] units).
         scale: RandomResizedCrop area range.
+        read_threads / read_buffer: records decoded at once and read ahead: at most their sum
+            of full-size decoded images is in memory (grain's default, 16 + 500, let large
+            images exhaust memory); see :func:`mim_jax.data.folder.read_plan`.
 
     Returns:
         a ``grain.DataLoaderIterator``: ``next(it)``, ``it.get_state() -> bytes``,
@@ -142,6 +148,7 @@ def make_pipeline(
         worker_count=worker_count,
         worker_buffer_size=worker_buffer_size,
         shard_options=shard,
+        read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=read_buffer),
     )
     return iter(loader)
 

@@ -103,7 +103,12 @@ def build_source(config) -> Any:
             num_records=config.data.num_examples or 1024, image_size=_side(size), channels=channels
         )
     if source == "folder":
-        return data.FolderSource(config.data.path, channels=channels)
+        return data.FolderSource(
+            config.data.path,
+            channels=channels,
+            split=config.data.split or "train",
+            max_image_bytes=_read_plan(config).max_image_bytes,
+        )
     if source == "tfds":
         return data.TfdsSource(config.data.name, split=config.data.split)
     raise ValueError(
@@ -192,6 +197,8 @@ def run(
         seed=config.seed,
         process_index=process_index,
         process_count=process_count,
+        read_threads=_read_plan(config).threads,
+        read_buffer=_read_plan(config).buffer,
     )
 
     evaluator = make_periodic_evaluator(  # None when config.eval_every == 0
@@ -325,6 +332,11 @@ def _own_data_state(data_state, process_index: int):
             )
         return states[process_index].encode("utf-8")
     return data_state
+
+
+def _read_plan(config) -> data.folder.ReadPlan:
+    """Reader threads, read-ahead and per-image cap within ``config.data.memory_mb``."""
+    return data.folder.read_plan(int(config.data.memory_mb) * 2**20)
 
 
 def _side(image_size) -> int:
