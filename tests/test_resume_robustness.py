@@ -3,15 +3,29 @@ failure a user met (its number in the issue is in the test's name) on tiny demo-
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
 import weakref
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from mim_jax import configs, data
 from mim_jax.data.folder import FolderSource, read_plan
+from mim_jax.errors import CheckpointUnusable, WorkdirBusy
+from mim_jax.evaluate.pretrained import load_pretrained
+from mim_jax.train.__main__ import main as train_main
+from mim_jax.train.checkpoint import MANIFEST, CheckpointStore, verify_manifest
 from mim_jax.train.loop import run
+from mim_jax.train.metrics import read_metrics
 
 TINY = [
     "mask=random",
@@ -158,3 +172,237 @@ def test_9_a_config_file_with_a_syntax_error_is_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"bad.py' line \d+: ") as err:
         configs.load(str(bad))
     assert "\n" not in str(err.value)
+
+
+# A finished tiny run (checkpoints at steps 2 and 4) that tests copy and then damage. ----------
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    result = run(tiny_config(), str(workdir))
+    assert result.stopped == "finished" and result.step == 4
+    return workdir
+
+
+def copy_of(finished, tmp_path) -> str:
+    target = tmp_path / "run"
+    shutil.copytree(finished, target)
+    return str(target)
+
+
+def step_files(workdir: str, step: int, item: str = "state") -> list[str]:
+    root = os.path.join(workdir, "checkpoints", str(step), item)
+    return sorted(os.path.join(r, f) for r, _, fs in os.walk(root) for f in fs)
+
+
+def largest_file(workdir: str, step: int) -> str:
+    return max(step_files(workdir, step), key=os.path.getsize)
+
+
+def metric_steps(workdir: str) -> list[int]:
+    return [int(r["step"]) for r in read_metrics(workdir)]
+
+
+# 2. and 8. -----------------------------------------------------------------------------------
+
+
+def test_2_a_truncated_latest_step_is_moved_aside_and_reruns_keep_working(finished, tmp_path):
+    workdir = copy_of(finished, tmp_path)
+    victim = largest_file(workdir, 4)
+    with open(victim, "r+b") as f:
+        f.truncate(os.path.getsize(victim) // 2)
+    again = run(tiny_config(), workdir)  # falls back to 2, trains 3 and 4, saves 4 again
+    assert again.stopped == "finished" and again.step == 4
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "damaged", "4"))
+    assert CheckpointStore(os.path.join(workdir, "checkpoints")).all_steps() == [2, 4]
+    third = run(tiny_config(), workdir)  # was: "Checkpoint for step 4 already exists." forever
+    assert third.stopped == "finished" and third.step == 4
+    assert metric_steps(workdir) == [1, 2, 3, 4]  # the retrained steps replace, not repeat
+
+
+def test_2_a_corrupt_iterator_state_names_file_and_step_and_falls_back(finished, tmp_path, capsys):
+    workdir = copy_of(finished, tmp_path)
+    os.remove(os.path.join(workdir, "checkpoints", "4", MANIFEST))  # only the pipeline can tell
+    data_file = os.path.join(workdir, "checkpoints", "4", "data", "metadata")
+    with open(data_file, "w") as f:
+        json.dump({"kind": "bytes", "value": '{"not": "an iterator state"}'}, f)
+    result = run(tiny_config(), workdir)
+    assert result.stopped == "finished" and result.step == 4
+    out = capsys.readouterr().out
+    assert "checkpoint step 4 is unusable" in out and os.path.join("4", "data") in out
+
+
+def test_8_a_bit_flip_is_caught_by_the_manifest(finished, tmp_path):
+    workdir = copy_of(finished, tmp_path)
+    victim = largest_file(workdir, 4)
+    with open(victim, "r+b") as f:
+        f.seek(os.path.getsize(victim) // 2)
+        chunk = f.read(16)
+        f.seek(-16, os.SEEK_CUR)
+        f.write(bytes(b ^ 0xFF for b in chunk))
+    with pytest.raises(ValueError, match="does not match its SHA-256"):
+        verify_manifest(os.path.join(workdir, "checkpoints", "4"))
+    store = CheckpointStore(os.path.join(workdir, "checkpoints"))
+    template = load_pretrained(workdir, step=2)  # loads: step 2 is intact
+    assert template.step == 2
+    restored = store.restore(_state_like(workdir), move_aside=False)
+    store.close()
+    assert restored.step == 2 and "SHA-256" in restored.rejected[0]
+    assert os.path.basename(victim) in restored.rejected[0]
+    assert load_pretrained(workdir).step == 2  # evaluation and export fall back as well
+
+
+def _state_like(workdir: str):
+    """An abstract TrainState for the tiny run's checkpoints (through load_pretrained's path)."""
+    from mim_jax.evaluate.pretrained import config_from_dict, state_template
+    from mim_jax.models import mae_model
+
+    store = CheckpointStore(os.path.join(workdir, "checkpoints"))
+    config = config_from_dict(store.read_config(2))
+    store.close()
+    model = mae_model(rngs=0, **configs.to_model_kwargs(config))
+    return state_template(config, model, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+
+
+def test_2_evaluation_falls_back_past_a_step_without_config(finished, tmp_path):
+    workdir = copy_of(finished, tmp_path)
+    os.remove(os.path.join(workdir, "checkpoints", "4", MANIFEST))
+    config_file = os.path.join(workdir, "checkpoints", "4", "config", "metadata")
+    with open(config_file, "w") as f:
+        json.dump({}, f)
+    assert load_pretrained(workdir).step == 2
+    with pytest.raises(CheckpointUnusable, match=r"step 4 .* no stored config"):
+        load_pretrained(workdir, step=4)
+
+
+# 3. -----------------------------------------------------------------------------------------
+
+
+def test_3_the_nan_guard_never_saves_a_non_finite_state(tmp_path, capsys):
+    config = tiny_config("lr=100.0", "clip_norm=None", "checkpoint_every=1", "total_steps=30")
+    result = run(config, str(tmp_path))
+    assert result.stopped == "nan"
+    out = capsys.readouterr().out
+    assert "Nothing was saved from this state" in out
+    store = CheckpointStore(tmp_path / "checkpoints")
+    steps = store.all_steps()
+    store.close()
+    for step in steps:  # every saved step is finite (was: "last good" step 19 all NaN)
+        state = load_pretrained(str(tmp_path), step=step)
+        assert state.step == step
+
+
+def test_3_evaluation_refuses_a_nan_checkpoint_and_resuming_skips_it(finished, tmp_path):
+    workdir = copy_of(finished, tmp_path)
+    store = CheckpointStore(os.path.join(workdir, "checkpoints"), keep=5)
+    restored = store.restore(_state_like(workdir))
+    poisoned = jax.tree.map(lambda x: x * np.float32("nan"), restored.state)
+    poisoned = poisoned.replace(step=restored.state.step + 1)
+    store.save(5, poisoned, data_state=restored.data_state, config=restored.config)
+    store.close()
+    with pytest.raises(CheckpointUnusable, match=r"step 5 .* hold NaN or inf"):
+        load_pretrained(workdir, step=5)
+    assert load_pretrained(workdir).step == 4
+    again = run(tiny_config("total_steps=6"), workdir)  # resumes 4, not the NaN step 5
+    assert again.stopped == "finished" and again.step == 6
+
+
+# 4. -----------------------------------------------------------------------------------------
+
+HOLD = (
+    "import sys, time\nfrom mim_jax.train.workdir_lock import WorkdirLock\n"
+    "with WorkdirLock(sys.argv[1]):\n    print('HELD', flush=True)\n    time.sleep(300)\n"
+)
+
+
+def test_4_a_second_run_on_a_busy_workdir_stops_with_exit_code_4(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(workdir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "HELD"
+        args = ["--config", "configs/demo.py", "--workdir", str(workdir)]
+        assert train_main([*args, *(f"--config.{o}" for o in TINY)]) == 4
+        err = capsys.readouterr().err
+        assert f"in use by process {holder.pid}" in err and len(err.splitlines()) <= 2
+        with pytest.raises(WorkdirBusy):
+            run(tiny_config(), str(workdir))
+    finally:
+        holder.kill()  # kill -9: the lock file stays behind, stale
+        holder.wait()
+    assert os.path.exists(workdir / "run.lock")
+    assert run(tiny_config("total_steps=1"), str(workdir)).step == 1  # a dead owner's lock
+    assert not os.path.exists(workdir / "run.lock")
+
+
+# 5. -----------------------------------------------------------------------------------------
+
+
+def test_5_a_changed_config_stops_unless_safe_or_allowed(finished, tmp_path, capsys):
+    workdir = copy_of(finished, tmp_path)
+    args = ["--config", "configs/demo.py", "--workdir", workdir, *(f"--config.{o}" for o in TINY)]
+    changed = [*args, "--config.lr=0.01", "--config.mask_ratio=0.5", "--config.batch_size=8"]
+    assert train_main(changed) == 5
+    err = capsys.readouterr().err
+    for field in ("lr 0.001 -> 0.01", "mask_ratio 0.75 -> 0.5", "batch_size 16 -> 8"):
+        assert field in err
+    assert "--allow-config-change" in err
+    assert train_main([*args, "--config.total_steps=5", "--config.log_every=2"]) == 0
+    out = capsys.readouterr().out
+    assert "changed settings: log_every 1 -> 2; total_steps 4 -> 5" in out
+    allowed = [*args, "--config.total_steps=6", "--config.weight_decay=0.1"]
+    assert train_main([*allowed, "--allow-config-change"]) == 0
+    assert "weight_decay 0.05 -> 0.1" in capsys.readouterr().out
+
+
+# 9. -----------------------------------------------------------------------------------------
+
+
+def test_9_every_step_is_damaged_exit_code_6_in_one_line(finished, tmp_path, capsys):
+    workdir = copy_of(finished, tmp_path)
+    for step in (2, 4):
+        with open(largest_file(workdir, step), "r+b") as f:
+            f.truncate(10)
+    args = ["--config", "configs/demo.py", "--workdir", workdir, *(f"--config.{o}" for o in TINY)]
+    assert train_main(args) == 6
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: no checkpoint in") and "step 4" in err[0] and len(err) <= 2
+    with open(os.path.join(workdir, "error.log")) as log:
+        assert "Traceback" in log.read()
+
+
+def _limit_file_size():  # in the child: writes past 64 KiB fail with EFBIG (a full disk)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+
+@pytest.mark.slow
+def test_9_a_failed_save_is_reported_at_its_step_with_exit_code_7(tmp_path):
+    args = ["--config", "configs/demo.py", "--workdir", str(tmp_path / "run")]
+    args += [f"--config.{o}" for o in TINY] + ["--config.total_steps=8"]
+    child = subprocess.run(
+        [sys.executable, "-m", "mim_jax.train", *args],
+        capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=600,
+    )  # fmt: skip
+    assert child.returncode == 7, child.stdout + child.stderr
+    assert "saving checkpoint step 2" in child.stderr
+    assert len(child.stderr.strip().splitlines()) <= 3, child.stderr  # was thousands of lines
+    steps = [line for line in child.stdout.splitlines() if line.startswith("step ")]
+    assert steps[-1].startswith("step 3/"), child.stdout  # at the step after, not one save later
+
+
+@pytest.mark.slow
+def test_9_sigterm_during_start_up_says_so_and_exits_0(tmp_path):
+    args = ["--config", "configs/demo.py", "--workdir", str(tmp_path / "run")]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mim_jax.train", *args, *(f"--config.{o}" for o in TINY)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    time.sleep(4)  # imports and compilation take longer than this here
+    child.send_signal(signal.SIGTERM)
+    out, _ = child.communicate(timeout=300)
+    assert child.returncode == 0, out
+    assert "SIGTERM outside the training steps" in out
+    assert not os.path.exists(tmp_path / "run" / "run.lock")

@@ -24,6 +24,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mim_jax.errors import RunError
+
 PROTOCOLS = ("linear", "knn", "finetune", "reconstruct")
 
 #: Per-dataset defaults. "mae" is MAE's ImageNet recipe (linear probe: batch 16384, blr 0.1,
@@ -343,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = run(args)
+    except RunError as err:  # e.g. no usable checkpoint: its own exit code (mim_jax.errors)
+        parser.exit(err.exit_code, f"error: {err}\n")
     except (ValueError, FileNotFoundError) as err:
         parser.exit(2, f"error: {err}\n")
     print(json.dumps(result), flush=True)

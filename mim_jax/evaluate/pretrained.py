@@ -9,6 +9,7 @@ the model. Every array lands on one device (``jax.devices()[0]``) unless a shard
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Any
 
@@ -19,10 +20,13 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from mim_jax import configs, models
+from mim_jax.errors import CheckpointUnusable
 from mim_jax.models.mae import MAE
 from mim_jax.train.checkpoint import CheckpointStore
 from mim_jax.train.optimizer import make_optimizer
 from mim_jax.train.step import TrainState
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -112,14 +116,15 @@ def load_pretrained(
 
     Args:
       path: the run's workdir (or its ``checkpoints`` folder).
-      step: a checkpoint step; None takes the latest complete one (walking back past damaged
-        steps, as resuming does).
+      step: a checkpoint step; None takes the latest usable one, walking back (with a warning
+        naming each) past steps with damaged files, no config or non-finite parameters.
       sharding: where the arrays go (default: the first device).
 
     Raises:
       FileNotFoundError: no such folder or no checkpoint folder in it.
-      ValueError: no complete checkpoint, an unknown step (the message lists the steps), or a
-        checkpoint without its config.
+      ValueError: no complete checkpoint, an unknown step (the message lists the steps).
+      CheckpointUnusable: no candidate step can be loaded (each reason named), e.g. ``step``
+        has no config or non-finite parameters.
     """
     directory = checkpoint_directory(path)
     sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -135,21 +140,52 @@ def load_pretrained(
             raise ValueError(
                 f"checkpoint step {step} is not in {directory}; complete steps: {steps}."
             )
-        chosen = step if step is not None else steps[-1]
-        stored_config = store.read_config(chosen)
-        if not stored_config:
-            raise ValueError(
-                f"checkpoint step {chosen} in {directory} has no stored config; it was not "
-                "written by mim_jax.train."
+        rejected: list[str] = []
+        for candidate in [step] if step is not None else steps[::-1]:
+            try:
+                config, model, restored = _restore_step(store, candidate, sharding)
+            except (ValueError, CheckpointUnusable) as err:
+                rejected.append(str(err))
+                log.warning("%s", err)
+                continue
+            break
+        else:
+            raise CheckpointUnusable(
+                f"no checkpoint in {directory} can be loaded: {'; '.join(rejected)}"
             )
-        config = config_from_dict(stored_config)
-        model = models.mae_model(rngs=0, **configs.to_model_kwargs(config))
-        restored = store.restore(state_template(config, model, sharding), step)
     finally:
         store.close()
     graphdef, _, _ = nnx.split(model, nnx.Param, ...)
     model = nnx.merge(graphdef, restored.state.params, restored.state.constants)
     return Pretrained(model=model, config=config, step=restored.step, directory=directory)
+
+
+def _restore_step(store: CheckpointStore, step: int, sharding) -> tuple[ConfigDict, MAE, Any]:
+    """The config, model and restored state of one step (raises naming the step if unusable:
+    no stored config, damaged files, non-finite parameters)."""
+    try:
+        stored_config = store.read_config(step)
+    except Exception as err:
+        raise ValueError(
+            f"checkpoint step {step} in {store.directory}: its config cannot be read "
+            f"({type(err).__name__})"
+        ) from err
+    if not stored_config:
+        raise ValueError(
+            f"checkpoint step {step} in {store.directory} has no stored config; it was not "
+            "written by mim_jax.train."
+        )
+    config = config_from_dict(stored_config)
+    model = models.mae_model(rngs=0, **configs.to_model_kwargs(config))
+    restored = store.restore(state_template(config, model, sharding), step, accept=_finite_params)
+    return config, model, restored
+
+
+def _finite_params(restored) -> None:
+    leaves = jax.tree.leaves(restored.state.params)
+    bad = sum(not bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+    if bad:
+        raise ValueError(f"{bad} of its {len(leaves)} parameter arrays hold NaN or inf")
 
 
 def random_init(config: ConfigDict, seed: int = 0) -> Pretrained:

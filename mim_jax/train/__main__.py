@@ -9,22 +9,59 @@ processes find each other (see :mod:`mim_jax.distributed`). The workdir must be 
 process sees: a shared disk, or a bucket mounted on every host (gcsfuse); the loop writes through
 the local filesystem API, so a bare gs:// URL does not work.
 
-Exit status: 0 finished, paused or preempted (rerun to resume); 2 bad arguments or config;
-3 the loss became NaN.
+Exit status (:mod:`mim_jax.errors`): 0 finished, paused or stopped by SIGTERM, also during
+start-up (rerun to resume); 1 an unexpected error; 2 bad arguments or config; 3 the loss or the
+parameters became NaN/inf; 4 another run holds the workdir; 5 the config differs from the
+checkpoint's (``--allow-config-change`` resumes anyway); 6 no usable checkpoint; 7 writing failed
+(disk full, permissions). Each failure prints one line; ``--verbose`` adds the traceback, which
+also goes to WORKDIR/error.log.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import signal
 import sys
+import time
+import traceback
 from collections.abc import Sequence
 
 from mim_jax import runtime
+from mim_jax.errors import EXIT_CODES, ConfigError, RunError, WriteFailed
 
-EXIT_CODES = {"finished": 0, "paused": 0, "preempted": 0, "nan": 3}
+# OSErrors that mean the outputs cannot be written (exit 7) rather than a bad path (exit 2).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM,
+                 errno.EFBIG}  # fmt: skip
+
+
+_SIGTERM_MESSAGE = (
+    "SIGTERM outside the training steps (start-up, shutdown): nothing new to save; rerun"
+)
+
+
+class _StartupSigterm(BaseException):
+    """SIGTERM before the loop took over its handling (a BaseException: nothing may swallow it,
+    least of all a checkpoint fallback that would take it for a damaged step)."""
+
+
+def _sigterm_in_startup(signum, frame) -> None:
+    raise _StartupSigterm
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = signal.signal(signal.SIGTERM, _sigterm_in_startup)  # the loop takes over later
+    try:
+        return _main(argv)
+    except _StartupSigterm:
+        print(_SIGTERM_MESSAGE, flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from mim_jax import distributed
 
     parser = argparse.ArgumentParser(
@@ -38,6 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--max-steps", type=int, default=None, help="stop after this many steps (then rerun)"
+    )
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume even when the config differs from the checkpoint's in fields that are not "
+        "safe to change (the changes are printed)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="print the full traceback of a failure"
     )
     distributed.add_arguments(parser)
     args, rest = parser.parse_known_args(argv)
@@ -60,10 +106,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         config = configs.load(args.config, [r[2:] for r in rest])
-        result = run(config, args.workdir, max_steps=args.max_steps)
-    except ValueError as err:
-        parser.exit(2, f"error: {err}\n")
+        result = run(
+            config,
+            args.workdir,
+            max_steps=args.max_steps,
+            allow_config_change=args.allow_config_change,
+        )
+    except _StartupSigterm:
+        print(_SIGTERM_MESSAGE, flush=True)
+        return 0
+    except Exception as err:  # every failure becomes one line and an exit code
+        code, text = _classify(err)
+        print(f"error: {text}", file=sys.stderr, flush=True)
+        _log_traceback(args.workdir, args.verbose, code)
+        return code
     return EXIT_CODES[result.stopped]
+
+
+def _classify(err: Exception) -> tuple[int, str]:
+    """The exit code and the one-line message for a failure (see the module docstring)."""
+    if isinstance(err, RunError):
+        return err.exit_code, str(err)
+    if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+        return WriteFailed.exit_code, f"cannot write: {err}"
+    if isinstance(err, (ValueError, FileNotFoundError)):
+        return ConfigError.exit_code, str(err)
+    lines = str(err).strip().splitlines()
+    return 1, f"{type(err).__name__}: {lines[0] if lines else ''} (an unexpected error)"
+
+
+def _log_traceback(workdir: str, verbose: bool, code: int) -> None:
+    """The full traceback: on stderr with ``--verbose``, and appended to WORKDIR/error.log."""
+    text = traceback.format_exc()
+    if verbose:
+        print(text, file=sys.stderr, end="", flush=True)
+    path = os.path.join(workdir, "error.log")
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} exit {code}\n{text}")
+    except OSError:
+        return
+    if not verbose:
+        print(f"(traceback: {path}, or rerun with --verbose)", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -6,27 +6,48 @@ Layout under ``directory`` (one folder per step, written by ``orbax.checkpoint``
     <step>/data     the input pipeline's iterator state (JSON), so a resumed run reads on
     <step>/config   the run's config (JSON), for the record and for ``evaluate``
 
+    <step>/manifest.json   size and SHA-256 of every file of the step, written once it is final
+
 Saves are asynchronous. Orbax writes a step into a temporary folder and renames it only when every
 item is written, so a process killed mid-save leaves no step that looks complete: the next start
-sees the last complete step. A complete step that fails to load (damaged files) is reported and the
-one before it is tried. Restoring takes a template state whose arrays carry the shardings wanted
-now, so a checkpoint saved on one mesh restores onto another (8 devices -> 1, or the reverse).
+sees the last complete step. A failed save is reported (:class:`~mim_jax.errors.WriteFailed`,
+naming the step) by the first :meth:`CheckpointStore.poll` after it ends, i.e. at the next train
+step, not one save later.
+
+Integrity: once a step is final its files are hashed into ``manifest.json`` (in the background; a
+step killed before that is loaded unverified). Restoring the latest step checks the manifest, then
+loads, then runs the caller's ``accept`` check (finite values, a usable iterator state); a step
+failing any of them is reported in one line naming the step and the file or reason, moved aside to
+``<directory>/damaged/<step>`` (so a rerun can save that step again) and the one before it is
+tried. Restoring takes a template state whose arrays carry the shardings wanted now, so a
+checkpoint saved on one mesh restores onto another (8 devices -> 1, or the reverse).
 
 Retention: the latest ``keep`` steps, plus the best ``keep_best`` by ``best_metric`` when given.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import hashlib
+import json
 import logging
 import os
+import shutil
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from mim_jax.errors import CheckpointUnusable, WriteFailed
+
 log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+DAMAGED = "damaged"  # <directory>/damaged/<step>[.n]: steps moved aside; Orbax ignores the folder
+_HASH_CHUNK = 8 << 20
 
 DataState = dict[str, Any] | bytes | str | None
 
@@ -39,6 +60,7 @@ class Restored:
     state: Any
     data_state: DataState
     config: dict[str, Any] | None
+    rejected: list[str] = dataclasses.field(default_factory=list)  # later steps and why
 
 
 class CheckpointStore:
@@ -95,6 +117,9 @@ class CheckpointStore:
             ),
             item_names=("state", "data", "config"),
         )
+        self._pending: int | None = None  # a step whose save was started and not yet checked
+        self._hasher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="manifest")
+        self._manifest_job: concurrent.futures.Future | None = None
 
     def all_steps(self) -> list[int]:
         """Complete (finalised) steps, ascending."""
@@ -117,29 +142,86 @@ class CheckpointStore:
         """Starts saving ``state`` (and the iterator state and config) as ``step``.
 
         Returns whether a save was started. ``metrics`` feed the best-checkpoint policy.
+
+        Raises:
+          WriteFailed: this save could not start, or the previous one failed.
         """
+        self.wait()  # the previous save: report its failure under its own step, hash it
         items = {
             "state": ocp.args.StandardSave(state),
             "data": ocp.args.JsonSave(_encode_data_state(data_state)),
             "config": ocp.args.JsonSave(config if config is not None else {}),
         }
         scalars = None if metrics is None else {k: float(v) for k, v in metrics.items()}
-        return self._manager.save(
-            step, args=ocp.args.Composite(**items), metrics=scalars, force=force
-        )
+        try:
+            started = self._manager.save(
+                step, args=ocp.args.Composite(**items), metrics=scalars, force=force
+            )
+        except Exception as err:  # disk full, permissions: Orbax raises many types
+            raise WriteFailed(
+                f"saving checkpoint step {step} in {self.directory} failed: {_short(err)}"
+            ) from err
+        self._pending = step if started else None
+        return started
 
-    def restore(self, template: Any, step: int | None = None) -> Restored:
-        """Loads ``step`` (default: the latest complete one) onto ``template``'s shardings.
+    def poll(self) -> None:
+        """Checks a background save without waiting: raises if it failed, hashes it once final.
+
+        Raises:
+          WriteFailed: the last save failed (the message names its step).
+        """
+        if self._pending is not None and not self._manager.is_saving_in_progress():
+            self._finish(self._manager.check_for_errors)
+
+    def wait(self) -> None:
+        """Blocks until background saves are written (and hashed).
+
+        Raises:
+          WriteFailed: the last save failed (the message names its step).
+        """
+        if self._pending is not None:
+            self._finish(self._manager.wait_until_finished)
+        if self._manifest_job is not None:
+            job, self._manifest_job = self._manifest_job, None
+            job.result()
+
+    def _finish(self, check: Callable[[], None]) -> None:
+        step, self._pending = self._pending, None
+        try:
+            check()
+        except Exception as err:
+            raise WriteFailed(
+                f"saving checkpoint step {step} in {self.directory} failed: {_short(err)}"
+            ) from err
+        if jax.process_index() == 0 and step is not None:
+            path = os.path.join(self.directory, str(step))
+            self._manifest_job = self._hasher.submit(write_manifest, path)
+
+    def restore(
+        self,
+        template: Any,
+        step: int | None = None,
+        *,
+        accept: Callable[[Restored], None] | None = None,
+        move_aside: bool = False,
+    ) -> Restored:
+        """Loads ``step`` (default: the latest usable one) onto ``template``'s shardings.
 
         Args:
           template: a state of the same structure whose leaves are arrays (or
             ``jax.ShapeDtypeStruct``) carrying the wanted shapes, dtypes and shardings.
-          step: a specific step; when None, the latest step that loads, walking back past damaged
-            ones.
+          step: a specific step; when None, the latest step that passes, walking back past
+            damaged ones (each reported in one line and listed in ``Restored.rejected``).
+          accept: called with each loaded step; raising (any exception) rejects the step with
+            the exception's message as the reason (e.g. non-finite parameters, an iterator
+            state the pipeline refuses).
+          move_aside: move rejected steps to ``<directory>/damaged/`` (the training run, which
+            holds the workdir, does; readers such as evaluation leave them).
 
         Raises:
           ValueError: no complete checkpoint, or ``step`` is not one of them (the message lists
-            the available steps), or every candidate failed to load.
+            the available steps).
+          CheckpointUnusable: every candidate was rejected (the message gives each reason).
         """
         steps = self.all_steps()
         if not steps:
@@ -150,9 +232,10 @@ class CheckpointStore:
             )
         abstract = jax.tree.map(_abstract, template)
         candidates = [step] if step is not None else steps[::-1]
-        errors = []
+        rejected = []
         for candidate in candidates:
             try:
+                verify_manifest(os.path.join(self.directory, str(candidate)))
                 loaded = self._manager.restore(
                     candidate,
                     args=ocp.args.Composite(
@@ -161,17 +244,40 @@ class CheckpointStore:
                         config=ocp.args.JsonRestore(),
                     ),
                 )
-            except Exception as err:  # damaged files: report, fall back to an earlier step
-                log.warning("checkpoint step %d in %s failed to load: %s", candidate, self, err)
-                errors.append(f"step {candidate}: {type(err).__name__}: {err}")
+                restored = Restored(
+                    step=candidate,
+                    state=loaded["state"],
+                    data_state=_decode_data_state(loaded["data"]),
+                    config=loaded["config"] or None,
+                    rejected=rejected,
+                )
+                if accept is not None:
+                    accept(restored)
+            except Exception as err:  # damaged or refused: report, fall back to an earlier step
+                reason = f"checkpoint step {candidate} is unusable: {_short(err)}"
+                if move_aside:
+                    reason += f"; moved to {self._move_aside(candidate)}"
+                log.warning("%s", reason)
+                rejected.append(reason)
                 continue
-            return Restored(
-                step=candidate,
-                state=loaded["state"],
-                data_state=_decode_data_state(loaded["data"]),
-                config=loaded["config"] or None,
-            )
-        raise ValueError(f"no checkpoint in {self.directory} could be loaded: {'; '.join(errors)}")
+            return restored
+        raise CheckpointUnusable(
+            f"no checkpoint in {self.directory} can be used: " + "; ".join(rejected)
+        )
+
+    def _move_aside(self, step: int) -> str:
+        """Moves a rejected step out of Orbax's sight, so the step number can be saved again."""
+        source = os.path.join(self.directory, str(step))
+        target = os.path.join(self.directory, DAMAGED, str(step))
+        n = 1
+        while os.path.exists(target):
+            target = os.path.join(self.directory, DAMAGED, f"{step}.{n}")
+            n += 1
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.move(source, target)
+        self._manager.reload()
+        return target
 
     def read_config(self, step: int | None = None) -> dict[str, Any] | None:
         """The config JSON saved with ``step`` (default: the latest complete step), or None."""
@@ -181,12 +287,13 @@ class CheckpointStore:
         loaded = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
         return loaded["config"] or None
 
-    def wait(self) -> None:
-        """Blocks until background saves are written."""
-        self._manager.wait_until_finished()
-
     def close(self) -> None:
-        self._manager.close()
+        """Waits for background saves, then releases Orbax (raises :class:`WriteFailed` too)."""
+        try:
+            self.wait()
+        finally:
+            self._hasher.shutdown(wait=True)
+            self._manager.close()
 
     def __repr__(self) -> str:
         return f"CheckpointStore({self.directory!r})"
@@ -214,3 +321,76 @@ def _decode_data_state(stored: dict[str, Any] | None) -> DataState:
         return None
     value = stored["value"]
     return value.encode("utf-8") if stored["kind"] == "bytes" else value
+
+
+def _short(err: BaseException, limit: int = 300) -> str:
+    """One line for an error (Orbax and TensorStore messages run to thousands of lines)."""
+    text = str(err).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > limit:
+        first = first[:limit] + "..."
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def _step_files(path: str) -> list[str]:
+    """Paths of every file under a step folder, relative to it, sorted (the manifest excluded)."""
+    files = []
+    for root, _, names in os.walk(path):
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), path)
+            if rel != MANIFEST:
+                files.append(rel)
+    return sorted(files)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(path: str) -> None:
+    """Writes ``path/manifest.json``: size and SHA-256 of every file of a final step folder."""
+    files = {
+        rel: {
+            "size": os.path.getsize(os.path.join(path, rel)),
+            "sha256": _sha256(os.path.join(path, rel)),
+        }
+        for rel in _step_files(path)
+    }
+    temporary = os.path.join(path, MANIFEST + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump({"algorithm": "sha256", "files": files}, f, indent=1, sort_keys=True)
+    os.replace(temporary, os.path.join(path, MANIFEST))
+
+
+def verify_manifest(path: str) -> bool:
+    """Checks a step folder against its manifest; False when it has none (not verified).
+
+    Raises:
+      ValueError: a file missing, of another size or with another hash (named). Files the
+        manifest does not list are not checked.
+    """
+    manifest_path = os.path.join(path, MANIFEST)
+    if not os.path.exists(manifest_path):
+        return False
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            files = json.load(f)["files"]
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"{manifest_path} is damaged ({type(err).__name__})") from None
+    present = set(_step_files(path))
+    missing = sorted(set(files) - present)
+    if missing:
+        raise ValueError(f"file {os.path.join(path, missing[0])} is missing")
+    for rel, want in files.items():
+        full = os.path.join(path, rel)
+        if os.path.getsize(full) != want["size"]:
+            raise ValueError(
+                f"file {full} has {os.path.getsize(full)} bytes, the manifest says {want['size']}"
+            )
+        if _sha256(full) != want["sha256"]:
+            raise ValueError(f"file {full} does not match its SHA-256 in {MANIFEST}")
+    return True

@@ -13,6 +13,7 @@ saved, so the last good checkpoint stays the latest.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import json
@@ -27,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mim_jax import configs, data, distributed, models
+from mim_jax.configs.resume import check_resume
+from mim_jax.errors import WorkdirBusy
 from mim_jax.evaluate.periodic import METRIC as EVAL_METRIC
 from mim_jax.evaluate.periodic import make_periodic_evaluator
 from mim_jax.train.checkpoint import CheckpointStore
@@ -35,6 +38,7 @@ from mim_jax.train.optimizer import make_optimizer
 from mim_jax.train.reconstruction import reconstruction_fn, save_reconstructions
 from mim_jax.train.sharding import make_mesh
 from mim_jax.train.step import CompiledStep, MaskSpec, compile_train_step
+from mim_jax.train.workdir_lock import WorkdirLock
 
 
 @dataclasses.dataclass
@@ -155,7 +159,12 @@ def compile_step(
 
 
 def run(
-    config, workdir: str, max_steps: int | None = None, compiled: CompiledStep | None = None
+    config,
+    workdir: str,
+    max_steps: int | None = None,
+    compiled: CompiledStep | None = None,
+    *,
+    allow_config_change: bool = False,
 ) -> RunResult:
     """Trains ``config`` (a ConfigDict from :func:`mim_jax.configs.load`) in ``workdir``.
 
@@ -166,9 +175,41 @@ def run(
         a job's time limit; rerunning continues. None runs to ``total_steps``.
       compiled: a step from :func:`compile_step` for several masks, shared by runs whose configs
         differ only in :data:`NOT_COMPILED` fields (no recompilation); None compiles one here.
+      allow_config_change: resume even when ``config`` differs from the checkpoint's in fields
+        not safe to change (:mod:`mim_jax.configs.resume`).
+
+    Raises:
+      mim_jax.errors.RunError subclasses, each with its exit code: WorkdirBusy (another run
+      holds ``workdir``), ConfigChanged, CheckpointUnusable, WriteFailed; ValueError for a bad
+      config.
     """
     configs.validate(config, num_devices=jax.device_count())
     os.makedirs(workdir, exist_ok=True)
+    with _workdir_lock(workdir):
+        return _train(config, workdir, max_steps, compiled, allow_config_change)
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: str):
+    """Process 0 holds the workdir's lock; every process stops when it cannot."""
+    lock = WorkdirLock(workdir, enabled=jax.process_index() == 0)
+    busy = None
+    try:
+        lock.__enter__()
+    except WorkdirBusy as err:
+        busy = err
+    if jax.process_count() > 1 and distributed.any_process(busy is not None) and busy is None:
+        busy = WorkdirBusy(f"process 0 could not lock {workdir}: another run holds it")
+    if busy is not None:
+        raise busy
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _train(config, workdir, max_steps, compiled, allow_config_change) -> RunResult:
+    """:func:`run` inside the workdir's lock."""
     process_count, process_index = jax.process_count(), jax.process_index()
 
     source = build_source(config)
@@ -217,100 +258,136 @@ def run(
             f"process {process_index}/{process_count} reads data shard {process_index} of "
             f"{process_count} ({num_examples // process_count} of {num_examples} records)"
         )
-    state = initial_state
-    if store.latest_step() is not None:
-        restored = store.restore(state)
-        state = restored.state
-        if restored.data_state is not None:
-            iterator.set_state(_own_data_state(restored.data_state, process_index))
-        writer.message(f"resumed from {store.directory} at step {restored.step}")
-    else:
-        writer.message(
-            f"training {config.model.name} with {config.mask} masks for {total_steps} steps "
-            f"({num_examples} images, {steps_per_epoch} steps/epoch) in {workdir}"
-        )
-    key = jax.random.key(config.seed)
-    recon_args = (_recon_fn(compiled.graphdef), model_config)  # compiled on first use
-    step = int(state.step)
-    recon_batch = None
-    last_loss: float | None = None
-    stopped = "finished"
-
-    batches = prefetch_to_device(iterator, compiled.batch_sharding)
-    data_state = iterator.get_state()
-
-    def save(at_step: int, metrics: dict[str, float] | None = None) -> None:
-        store.save(
-            at_step,
-            state,
-            data_state=_all_data_states(data_state, process_count),
-            config=config.to_dict(),
-            metrics=metrics,
-        )
-
-    first_step = step
-    with _Preemption() as preemption:
-        while step < total_steps:
-            local, images, data_state = next(batches)
-            if recon_batch is None:
-                recon_batch = local[:8]
-            state, metrics = compiled.step(state, {"image": images}, key)
-            step += 1
-            if step == first_step + 1:  # timing starts after the step compiled
-                jax.block_until_ready(metrics)
-                writer.start(step)
-            due_log = step % config.log_every == 0 or step == total_steps
-            pause = max_steps is not None and step - first_step >= max_steps
-            due_save = step % config.checkpoint_every == 0 or step == total_steps or pause
-            if process_count > 1:  # stop together: a SIGTERM seen by any process, at a log step
-                preempted = (due_log or due_save) and distributed.any_process(preemption.requested)
-            else:
-                preempted = preemption.requested
-            due_eval = evaluator is not None and (
-                step % config.eval_every == 0 or due_save or preempted
+    try:
+        state = initial_state
+        if store.latest_step() is not None:
+            restored = store.restore(
+                state, accept=_resumable(iterator, process_index, store.directory), move_aside=True
             )
-            if due_log or due_save or preempted:
-                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                if not math.isfinite(values["loss"]):
-                    writer.message(_nan_message(step, values["loss"], store))
-                    stopped = "nan"
-                    break
-                last_loss = values["loss"]
-                if due_log:
-                    writer.write(step, values)
-                evaluated = evaluator.log(state, step, writer) if due_eval else {}
-                due_eval = False
-                if due_save or preempted:
-                    save(step, {"loss": values["loss"], **evaluated})
-            if due_eval:  # kNN accuracy in metrics.jsonl; the best checkpoint is kept by it
-                evaluator.log(state, step, writer)
-            if config.recon_every and step % config.recon_every == 0:
-                _write_reconstructions(
-                    *recon_args, state, recon_batch, mask_spec, key, step, workdir
+            for reason in restored.rejected:
+                writer.message(reason)
+            state = restored.state
+            changed = check_resume(
+                restored.config, config, step=restored.step, allow=allow_config_change
+            )
+            writer.drop_after(restored.step)  # records a killed run logged past its checkpoint
+            writer.message(f"resumed from {store.directory} at step {restored.step}")
+            if changed:
+                writer.message(changed)
+        else:
+            writer.message(
+                f"training {config.model.name} with {config.mask} masks for {total_steps} steps "
+                f"({num_examples} images, {steps_per_epoch} steps/epoch) in {workdir}"
+            )
+        key = jax.random.key(config.seed)
+        recon_args = (_recon_fn(compiled.graphdef), model_config)  # compiled on first use
+        step = int(state.step)
+        recon_batch = None
+        last_loss: float | None = None
+        stopped = "finished"
+
+        batches = prefetch_to_device(iterator, compiled.batch_sharding)
+        data_state = iterator.get_state()
+
+        def save(at_step: int, metrics: dict[str, float] | None = None) -> bool:
+            """Saves ``state`` unless it holds NaN/inf (returns whether it did)."""
+            if not _all_finite(state):
+                return False
+            store.save(
+                at_step,
+                state,
+                data_state=_all_data_states(data_state, process_count),
+                config=config.to_dict(),
+                metrics=metrics,
+            )
+            return True
+
+        first_step = step
+        with _Preemption() as preemption:
+            while step < total_steps:
+                local, images, data_state = next(batches)
+                if recon_batch is None:
+                    recon_batch = local[:8]
+                state, metrics = compiled.step(state, {"image": images}, key)
+                step += 1
+                store.poll()  # a failed background save stops the run now, naming its step
+                if step == first_step + 1:  # timing starts after the step compiled
+                    jax.block_until_ready(metrics)
+                    writer.start(step)
+                due_log = step % config.log_every == 0 or step == total_steps
+                pause = max_steps is not None and step - first_step >= max_steps
+                due_save = step % config.checkpoint_every == 0 or step == total_steps or pause
+                if process_count > 1:  # stop together: a SIGTERM seen by any process, at a log step
+                    preempted = (due_log or due_save) and distributed.any_process(
+                        preemption.requested
+                    )
+                else:
+                    preempted = preemption.requested
+                due_eval = evaluator is not None and (
+                    step % config.eval_every == 0 or due_save or preempted
                 )
-                writer.start(step)  # img/s measures training, not the pictures
-            if preempted:
-                writer.message(f"SIGTERM: saved a checkpoint at step {step}; exiting cleanly")
-                stopped = "preempted"
-                break
-            if pause and step < total_steps:
-                writer.message(f"paused after {max_steps} steps at step {step}; rerun to resume")
-                stopped = "paused"
-                break
-    store.wait()
-    store.close()
-    skipped = getattr(source, "skipped", None)
-    if skipped:
-        writer.message(
-            f"skipped {len(skipped)} unreadable image(s), each replaced by the next readable one: "
-            + "; ".join(f"{path} ({error})" for path, error in list(skipped.items())[:10])
-        )
-    if stopped == "finished":
-        _write_reconstructions(*recon_args, state, recon_batch, mask_spec, key, step, workdir)
-        loss_text = "no new steps" if last_loss is None else f"loss {last_loss:.4f}"
-        writer.message(f"done: step {step}, {loss_text}; outputs in {workdir}")
-    writer.close()
-    return RunResult(step=step, loss=last_loss, stopped=stopped, workdir=workdir)
+                if due_log or due_save or preempted:
+                    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    if not math.isfinite(values["loss"]):
+                        writer.message(_nan_message(step, values["loss"], store))
+                        stopped = "nan"
+                        break
+                    last_loss = values["loss"]
+                    if due_log:
+                        writer.write(step, values)
+                    evaluated = evaluator.log(state, step, writer) if due_eval else {}
+                    due_eval = False
+                    if (due_save or preempted) and not save(
+                        step, {"loss": values["loss"], **evaluated}
+                    ):
+                        writer.message(
+                            _nan_message(step, values["loss"], store, what="the parameters")
+                        )
+                        stopped = "nan"
+                        break
+                if due_eval:  # kNN accuracy in metrics.jsonl; the best checkpoint is kept by it
+                    evaluator.log(state, step, writer)
+                if config.recon_every and step % config.recon_every == 0:
+                    _write_reconstructions(
+                        *recon_args, state, recon_batch, mask_spec, key, step, workdir
+                    )
+                    writer.start(step)  # img/s measures training, not the pictures
+                if preempted:
+                    writer.message(f"SIGTERM: saved a checkpoint at step {step}; exiting cleanly")
+                    stopped = "preempted"
+                    break
+                if pause and step < total_steps:
+                    writer.message(
+                        f"paused after {max_steps} steps at step {step}; rerun to resume"
+                    )
+                    stopped = "paused"
+                    break
+        store.wait()
+        store.close()
+        skipped = getattr(source, "skipped", None)
+        if skipped:
+            writer.message(
+                f"skipped {len(skipped)} unreadable image(s), each replaced by the next "
+                "readable one: "
+                + "; ".join(f"{path} ({error})" for path, error in list(skipped.items())[:10])
+            )
+        if stopped == "finished":
+            _write_reconstructions(*recon_args, state, recon_batch, mask_spec, key, step, workdir)
+            loss_text = "no new steps" if last_loss is None else f"loss {last_loss:.4f}"
+            writer.message(f"done: step {step}, {loss_text}; outputs in {workdir}")
+        writer.close()
+        return RunResult(step=step, loss=last_loss, stopped=stopped, workdir=workdir)
+    except BaseException:  # stop background saves and close files before the error surfaces
+        _close_quietly(store, writer)
+        raise
+
+
+def _close_quietly(store: CheckpointStore, writer: MetricsWriter) -> None:
+    """Closes both after a failure, keeping the first error (a failed save raises again)."""
+    with contextlib.suppress(Exception):
+        store.close()
+    with contextlib.suppress(Exception):
+        writer.close()
 
 
 def _all_data_states(data_state, process_count: int):
@@ -343,13 +420,51 @@ def _side(image_size) -> int:
     return image_size if isinstance(image_size, int) else int(image_size[0])
 
 
-def _nan_message(step: int, loss: float, store: CheckpointStore) -> str:
+def _nan_message(step: int, loss, store: CheckpointStore, what: str = "") -> str:
     last = store.latest_step()
     where = f"the last good checkpoint is step {last}" if last is not None else "no checkpoint"
+    problem = (
+        f"{what} hold NaN or inf at step {step} (the loss is still {loss})"
+        if what
+        else f"loss is {loss} at step {step}"
+    )
     return (
-        f"loss is {loss} at step {step}: stopping. Nothing was saved from this state; {where}. "
+        f"{problem}: stopping. Nothing was saved from this state; {where}. "
         f"Lower the learning rate (config.lr / config.blr) or set config.clip_norm."
     )
+
+
+@jax.jit
+def _count_nonfinite(tree) -> jax.Array:
+    """How many arrays of ``tree`` (float leaves) hold a NaN or inf."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return sum((~jnp.all(jnp.isfinite(x))).astype(jnp.int32) for x in leaves) + jnp.int32(0)
+
+
+def _all_finite(state) -> bool:
+    """Whether every parameter and optimizer value of ``state`` is finite (before a save)."""
+    return int(_count_nonfinite((state.params, state.opt_state))) == 0
+
+
+def _resumable(iterator, process_index: int, directory: str):
+    """The check a restored step must pass to be resumed: finite state, an iterator state the
+    pipeline accepts (raising names the file and the step)."""
+
+    def accept(restored) -> None:
+        bad = int(_count_nonfinite((restored.state.params, restored.state.opt_state)))
+        if bad:
+            raise ValueError(f"{bad} arrays of its train state hold NaN or inf")
+        if restored.data_state is not None:
+            where = os.path.join(directory, str(restored.step), "data")
+            try:
+                iterator.set_state(_own_data_state(restored.data_state, process_index))
+            except Exception as err:
+                raise ValueError(
+                    f"the input pipeline refuses its iterator state ({where}): "
+                    f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
+                ) from err
+
+    return accept
 
 
 def _write_reconstructions(recon_fn, model_config, state, images, mask_spec, key, step, workdir):

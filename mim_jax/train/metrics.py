@@ -51,6 +51,21 @@ class MetricsWriter:
         self.batch_size = batch_size
         self._last: tuple[int, float] | None = None
 
+    def drop_after(self, step: int) -> int:
+        """Removes records past ``step`` from ``metrics.jsonl`` (a run killed after logging them
+        resumes from an earlier checkpoint and logs those steps again). Returns how many."""
+        self._file.close()
+        with open(self.path, encoding="utf-8") as f:
+            lines = f.readlines()
+        kept = [line for line in lines if not line.strip() or _step_of(line) <= step]
+        if len(kept) != len(lines):
+            temporary = self.path + ".tmp"
+            with open(temporary, "w", encoding="utf-8") as f:
+                f.writelines(kept)
+            os.replace(temporary, self.path)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        return len(lines) - len(kept)
+
     def start(self, step: int) -> None:
         """Marks the step the timing starts from (after compilation or a restore)."""
         self._last = (step, time.perf_counter())
@@ -84,6 +99,13 @@ class MetricsWriter:
     def close(self) -> None:
         self._file.close()
         self._tb.close()
+
+
+def _step_of(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", -1))
+    except ValueError:  # a line cut by a kill: drop it with the records after the checkpoint
+        return float("inf")
 
 
 def read_metrics(workdir: str) -> list[dict[str, float]]:
