@@ -241,14 +241,14 @@ def test_8_a_bit_flip_is_caught_by_the_manifest(finished, tmp_path):
         chunk = f.read(16)
         f.seek(-16, os.SEEK_CUR)
         f.write(bytes(b ^ 0xFF for b in chunk))
-    with pytest.raises(ValueError, match="does not match its SHA-256"):
+    with pytest.raises(ValueError, match="does not match its CRC-32"):
         verify_manifest(os.path.join(workdir, "checkpoints", "4"))
     store = CheckpointStore(os.path.join(workdir, "checkpoints"))
     template = load_pretrained(workdir, step=2)  # loads: step 2 is intact
     assert template.step == 2
     restored = store.restore(_state_like(workdir), move_aside=False)
     store.close()
-    assert restored.step == 2 and "SHA-256" in restored.rejected[0]
+    assert restored.step == 2 and "CRC-32" in restored.rejected[0]
     assert os.path.basename(victim) in restored.rejected[0]
     assert load_pretrained(workdir).step == 2  # evaluation and export fall back as well
 
@@ -381,16 +381,20 @@ def _limit_file_size():  # in the child: writes past 64 KiB fail with EFBIG (a f
 @pytest.mark.slow
 def test_9_a_failed_save_is_reported_at_its_step_with_exit_code_7(tmp_path):
     args = ["--config", "configs/demo.py", "--workdir", str(tmp_path / "run")]
-    args += [f"--config.{o}" for o in TINY] + ["--config.total_steps=8"]
+    args += [f"--config.{o}" for o in TINY] + [
+        "--config.total_steps=12",
+        "--config.checkpoint_every=3",
+    ]
     child = subprocess.run(
         [sys.executable, "-m", "mim_jax.train", *args],
         capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=600,
     )  # fmt: skip
-    assert child.returncode == 7, child.stdout + child.stderr
-    assert "saving checkpoint step 2" in child.stderr
+    assert child.returncode == 7, child.stdout + child.stderr  # was 2, like a bad config
+    assert "saving checkpoint step 3" in child.stderr and "step 6 " not in child.stderr
     assert len(child.stderr.strip().splitlines()) <= 3, child.stderr  # was thousands of lines
-    steps = [line for line in child.stdout.splitlines() if line.startswith("step ")]
-    assert steps[-1].startswith("step 3/"), child.stdout  # at the step after, not one save later
+    steps = [int(line.split()[1].split("/")[0]) for line in child.stdout.splitlines()
+             if line.startswith("step ")]  # fmt: skip
+    assert max(steps) <= 6, child.stdout  # found once the write ends, at the latest by save 6
 
 
 @pytest.mark.slow
@@ -403,6 +407,8 @@ def test_9_sigterm_during_start_up_says_so_and_exits_0(tmp_path):
     time.sleep(4)  # imports and compilation take longer than this here
     child.send_signal(signal.SIGTERM)
     out, _ = child.communicate(timeout=300)
-    assert child.returncode == 0, out
-    assert "SIGTERM outside the training steps" in out
+    assert child.returncode == 0, out  # was 143 and no word
+    # Raised in start-up, or (when Python drops it, e.g. inside a GC callback) seen at step 1.
+    assert "SIGTERM outside the training steps" in out or "SIGTERM: saved" in out, out
+    assert "done:" not in out, out
     assert not os.path.exists(tmp_path / "run" / "run.lock")

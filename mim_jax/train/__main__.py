@@ -20,10 +20,12 @@ also goes to WORKDIR/error.log.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -41,17 +43,28 @@ _SIGTERM_MESSAGE = (
 )
 
 
+_AS_SCRIPT = False  # run as ``python -m mim_jax.train`` (not main() called in-process)
+
+
 class _StartupSigterm(BaseException):
     """SIGTERM before the loop took over its handling (a BaseException: nothing may swallow it,
     least of all a checkpoint fallback that would take it for a damaged step)."""
 
 
-def _sigterm_in_startup(signum, frame) -> None:
-    raise _StartupSigterm
+class _SigtermInStartup:
+    """SIGTERM handler until the loop installs its own: raises :class:`_StartupSigterm`. Python
+    drops an exception raised where it cannot propagate (a GC callback), so ``fired`` also tells
+    the loop's handler, which then stops at the first step with a checkpoint."""
+
+    fired = False
+
+    def __call__(self, signum, frame) -> None:
+        self.fired = True
+        raise _StartupSigterm
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    previous = signal.signal(signal.SIGTERM, _sigterm_in_startup)  # the loop takes over later
+    previous = signal.signal(signal.SIGTERM, _SigtermInStartup())  # the loop takes over later
     try:
         return _main(argv)
     except _StartupSigterm:
@@ -104,14 +117,17 @@ def _main(argv: Sequence[str] | None) -> int:
     from mim_jax import configs
     from mim_jax.train.loop import run
 
+    quiet = contextlib.nullcontext() if args.verbose else _quiet_library_logs(args.workdir)
+
     try:
-        config = configs.load(args.config, [r[2:] for r in rest])
-        result = run(
-            config,
-            args.workdir,
-            max_steps=args.max_steps,
-            allow_config_change=args.allow_config_change,
-        )
+        with quiet:
+            config = configs.load(args.config, [r[2:] for r in rest])
+            result = run(
+                config,
+                args.workdir,
+                max_steps=args.max_steps,
+                allow_config_change=args.allow_config_change,
+            )
     except _StartupSigterm:
         print(_SIGTERM_MESSAGE, flush=True)
         return 0
@@ -121,6 +137,81 @@ def _main(argv: Sequence[str] | None) -> int:
         _log_traceback(args.workdir, args.verbose, code)
         return code
     return EXIT_CODES[result.stopped]
+
+
+@contextlib.contextmanager
+def _quiet_library_logs(workdir: str):
+    """Orbax logs a failed background write with a full traceback per array (thousands of
+    lines): its (absl) log goes to WORKDIR/error.log instead of the console."""
+    import logging
+
+    raise_exceptions = logging.raiseExceptions
+    logging.raiseExceptions = False  # a full disk must not print logging's own tracebacks
+    absl = logging.getLogger("absl")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(os.path.join(workdir, "error.log"))
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    absl.addHandler(handler)
+    absl.propagate = False
+    stderr = sys.stderr
+    sys.stderr = _TracebacksTo(stderr, handler)  # type: ignore[assignment]
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        # After a failure a script exits right away (os._exit) while background threads may
+        # still print: keep the filter. Otherwise restore everything.
+        if not (_AS_SCRIPT and failed):
+            sys.stderr = stderr
+            absl.removeHandler(handler)
+            absl.propagate = True
+            logging.raiseExceptions = raise_exceptions
+            handler.close()
+
+
+class _TracebacksTo:
+    """A stderr that passes lines through but sends Python tracebacks (which TensorStore's
+    threads print when Orbax aborts a write) to a log handler's file instead. Never raises."""
+
+    def __init__(self, stream, handler) -> None:
+        self._stream = stream
+        self._file = getattr(handler, "stream", None)
+        self._in_traceback = False
+        self._pending = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._pending += str(text)
+            *lines, self._pending = self._pending.split("\n")
+            for line in lines:
+                if line.startswith(("Traceback (most recent call last)", "Exception ignored")):
+                    self._in_traceback = True
+                elif self._in_traceback and line and not line[0].isspace():
+                    self._in_traceback = False  # "SomeError: message" ends it
+                    self._emit(self._file, line)
+                    continue
+                self._emit(self._file if self._in_traceback else self._stream, line)
+        return len(text)
+
+    def _emit(self, target, line: str) -> None:
+        with contextlib.suppress(Exception):
+            (target or self._stream).write(line + "\n")
+
+    def flush(self) -> None:
+        for target in (self._stream, self._file):
+            with contextlib.suppress(Exception):
+                if target is not None:
+                    target.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def _classify(err: Exception) -> tuple[int, str]:
@@ -152,4 +243,10 @@ def _log_traceback(workdir: str, verbose: bool, code: int) -> None:
 
 if __name__ == "__main__":
     runtime.reexec_with_retained_memory()  # malloc keeps freed memory: see mim_jax.runtime
-    sys.exit(main())
+    _AS_SCRIPT = True
+    status = main()
+    if status not in (0, 3):  # after a failure, skip the teardown where aborted background
+        sys.stdout.flush()  # writes print more tracebacks (the lock is already released)
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)

@@ -6,7 +6,7 @@ Layout under ``directory`` (one folder per step, written by ``orbax.checkpoint``
     <step>/data     the input pipeline's iterator state (JSON), so a resumed run reads on
     <step>/config   the run's config (JSON), for the record and for ``evaluate``
 
-    <step>/manifest.json   size and SHA-256 of every file of the step, written once it is final
+    <step>/manifest.json   size and CRC-32 of every file of the step, written once it is final
 
 Saves are asynchronous. Orbax writes a step into a temporary folder and renames it only when every
 item is written, so a process killed mid-save leaves no step that looks complete: the next start
@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import shutil
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -183,7 +183,10 @@ class CheckpointStore:
             self._finish(self._manager.wait_until_finished)
         if self._manifest_job is not None:
             job, self._manifest_job = self._manifest_job, None
-            job.result()
+            try:
+                job.result()
+            except OSError as err:
+                raise WriteFailed(f"writing a checkpoint manifest failed: {_short(err)}") from err
 
     def _finish(self, check: Callable[[], None]) -> None:
         step, self._pending = self._pending, None
@@ -193,8 +196,15 @@ class CheckpointStore:
             raise WriteFailed(
                 f"saving checkpoint step {step} in {self.directory} failed: {_short(err)}"
             ) from err
-        if jax.process_index() == 0 and step is not None:
-            path = os.path.join(self.directory, str(step))
+        if step is None:
+            return
+        path = os.path.join(self.directory, str(step))
+        if not os.path.isdir(path):  # Orbax does not always re-raise a failed background write
+            raise WriteFailed(
+                f"saving checkpoint step {step} in {self.directory} failed: the step was never "
+                "completed (disk full or not writable?)"
+            )
+        if jax.process_index() == 0:
             self._manifest_job = self._hasher.submit(write_manifest, path)
 
     def restore(
@@ -343,26 +353,28 @@ def _step_files(path: str) -> list[str]:
     return sorted(files)
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
+def _crc32(path: str) -> str:
+    """CRC-32 of a file (catches truncation, bit flips and torn writes; ~6x faster than SHA-256
+    here, which matters when a checkpoint is gigabytes)."""
+    crc = 0
     with open(path, "rb") as f:
         while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+            crc = zlib.crc32(chunk, crc)
+    return f"{crc:08x}"
 
 
 def write_manifest(path: str) -> None:
-    """Writes ``path/manifest.json``: size and SHA-256 of every file of a final step folder."""
+    """Writes ``path/manifest.json``: size and CRC-32 of every file of a final step folder."""
     files = {
         rel: {
             "size": os.path.getsize(os.path.join(path, rel)),
-            "sha256": _sha256(os.path.join(path, rel)),
+            "crc32": _crc32(os.path.join(path, rel)),
         }
         for rel in _step_files(path)
     }
     temporary = os.path.join(path, MANIFEST + ".tmp")
     with open(temporary, "w", encoding="utf-8") as f:
-        json.dump({"algorithm": "sha256", "files": files}, f, indent=1, sort_keys=True)
+        json.dump({"algorithm": "crc32", "files": files}, f, indent=1, sort_keys=True)
     os.replace(temporary, os.path.join(path, MANIFEST))
 
 
@@ -391,6 +403,6 @@ def verify_manifest(path: str) -> bool:
             raise ValueError(
                 f"file {full} has {os.path.getsize(full)} bytes, the manifest says {want['size']}"
             )
-        if _sha256(full) != want["sha256"]:
-            raise ValueError(f"file {full} does not match its SHA-256 in {MANIFEST}")
+        if _crc32(full) != want["crc32"]:
+            raise ValueError(f"file {full} does not match its CRC-32 in {MANIFEST}")
     return True

@@ -16,7 +16,9 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import io
 import json
+import logging
 import math
 import os
 import signal
@@ -85,6 +87,8 @@ class _Preemption:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread (e.g. a notebook worker): no handler
             self._previous = None
+        # A SIGTERM the command line's start-up handler saw (and could not act on) counts.
+        self.requested = bool(getattr(self._previous, "fired", False))
         return self
 
     def _handle(self, signum, frame) -> None:
@@ -383,11 +387,18 @@ def _train(config, workdir, max_steps, compiled, allow_config_change) -> RunResu
 
 
 def _close_quietly(store: CheckpointStore, writer: MetricsWriter) -> None:
-    """Closes both after a failure, keeping the first error (a failed save raises again)."""
-    with contextlib.suppress(Exception):
-        store.close()
-    with contextlib.suppress(Exception):
-        writer.close()
+    """Closes both after a failure, keeping the first error (a failed save raises again).
+
+    Orbax's aborted background writes print a traceback per array on stderr while it shuts
+    down; they are kept at debug level instead, so the failure stays one line."""
+    captured = io.StringIO()
+    with contextlib.redirect_stderr(captured):
+        with contextlib.suppress(Exception):
+            store.close()
+        with contextlib.suppress(Exception):
+            writer.close()
+    if captured.getvalue():
+        logging.getLogger(__name__).debug("while closing: %s", captured.getvalue())
 
 
 def _all_data_states(data_state, process_count: int):
