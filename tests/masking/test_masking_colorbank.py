@@ -97,6 +97,26 @@ def test_batch_shared_crop_is_the_papers_rule(small_bank):
         assert shared, f"no single crop explains samples {first}..{last - 1}"
 
 
+def test_batch_shared_per_shard_restarts_the_bank_with_its_own_crop(small_bank):
+    """shards=2: each half of the batch is one device's batch, as in the official code."""
+    grid, batch, k = (14, 14), 12, num_visible(196, 0.75)
+    gen = masking.get("colorbank", bank=small_bank, crop="batch_shared", shards=2)
+    windows = [window_masks(p, grid, k) for p in small_bank]
+    crops = []
+    for seed in range(4):
+        m = gen(jax.random.key(seed), batch_size=batch, grid=grid, mask_ratio=0.75)
+        keeps = [frozenset(row.tolist()) for row in np.asarray(m.keep)]
+        for shard in (0, 1):
+            samples = range(6 * shard, 6 * shard + 6)  # local samples 0..5 use patterns 0..5
+            shared = set.intersection(
+                *[{c for c, s in windows[i - 6 * shard].items() if s == keeps[i]} for i in samples]
+            )
+            assert shared, f"no single crop explains shard {shard} with patterns 0..5"
+            crops.append((seed, shard, frozenset(shared)))
+    # The shards draw their crops independently: they differ for some key.
+    assert any(a[2].isdisjoint(b[2]) for a, b in zip(crops[::2], crops[1::2], strict=True))
+
+
 def test_per_sample_crop_draws_patterns_and_windows_independently(small_bank):
     grid = (14, 14)
     k = num_visible(196, 0.75)
@@ -110,3 +130,16 @@ def test_per_sample_crop_draws_patterns_and_windows_independently(small_bank):
         sources.append(found[0])
     assert len({i for i, _ in sources}) >= 5  # patterns drawn at random, not the first B
     assert len({c[:2] for _, c in sources}) >= 5  # offsets differ between samples
+
+
+def test_generators_with_different_banks_or_crops_do_not_share_a_compiled_function(small_bank):
+    # Regression: colorbank generators once compared equal whatever their bank, crop or shards,
+    # so the first one compiled served every later one.
+    key, grid = jax.random.key(0), (14, 14)
+    other = masking.generate_bank("green", num_patterns=8, size=18, seed=5)
+    a = masking.get("colorbank", bank=small_bank, crop="batch_shared")
+    b = masking.get("colorbank", bank=other, crop="batch_shared")
+    c = masking.get("colorbank", bank=small_bank, crop="batch_shared", shards=2)
+    keeps = [np.asarray(g(key, batch_size=12, grid=grid, mask_ratio=0.75).keep) for g in (a, b, c)]
+    assert not np.array_equal(keeps[0], keeps[1])
+    assert not np.array_equal(keeps[0][6:], keeps[2][6:])

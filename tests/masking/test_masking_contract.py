@@ -30,15 +30,30 @@ CASES = [
     ("tube", {}, (8, 14, 14), 1408 / 1568),
     ("tube", {}, (4, 6, 6), 0.5),
     *[("color", {"color": c}, (14, 14), 0.75) for c in masking.COLORS],
-    ("color", {"color": "green", "sigma1": (1.0, 0.5), "sigma2": (2.0, 1.5)}, (10, 13), 0.6),
+    (
+        "color",
+        {"color": "green", "filter": "paper", "sigma1": (1.0, 0.5), "sigma2": (2.0, 1.5)},
+        (10, 13),
+        0.6,
+    ),
+    ("color", {"color": "purple", "filter": "paper"}, (14, 14), 0.75),
+    ("color", {"color": "green", "center": 0.3, "width": 0.05, "scale": (1.0, 2.0)}, (9, 15), 0.6),
     ("color", {"color": "red", "margin": 0}, (14, 14), 0.75),
     ("color", {"color": "blue", "margin": (3, 5)}, (14, 14), 0.75),
     ("color3d", {"color": "green"}, (8, 14, 14), 0.9),
-    ("color3d", {"color": "red", "sigma": (0.5, 2.0, 2.0)}, (4, 6, 6), 0.75),
+    ("color3d", {"color": "red", "filter": "paper", "sigma": (0.5, 2.0, 2.0)}, (4, 6, 6), 0.75),
+    ("color3d", {"color": "purple", "scale": (2.0, 1.0, 1.0)}, (4, 6, 6), 0.75),
     ("color_tf", {"color": "blue"}, (64, 8), 0.8),
     ("color_tf", {"color": "green"}, (32, 8), 0.5),
+    ("color_tf", {"color": "green", "filter": "paper"}, (32, 8), 0.5),
     ("colorbank", {"num_patterns": 16, "size": 20}, (14, 14), 0.75),
     ("colorbank", {"num_patterns": 4, "size": 16, "crop": "batch_shared"}, (14, 14), 0.75),
+    (
+        "colorbank",
+        {"num_patterns": 4, "size": 16, "crop": "batch_shared", "shards": 2},
+        (14, 14),
+        0.75,
+    ),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}-{g}-{r:.3g}" for n, o, g, r in CASES]
 STRATEGIES_COVERED = {name for name, *_ in CASES}

@@ -88,14 +88,36 @@ def test_simmim_scale_must_divide_the_grid():
 def test_colour_options():
     with pytest.raises(ValueError, match="unknown color 'pink'; valid colors: white, red"):
         masking.get("color", color="pink")
-    with pytest.raises(ValueError, match="color='red' reads sigma; remove sigma1"):
+    # The figure filters (default) read center/width/low_width; the paper's read sigmas.
+    with pytest.raises(
+        ValueError, match="color='red' with filter='figure' reads width; remove sigma1"
+    ):
         masking.get("red", sigma1=1.0)
+    with pytest.raises(
+        ValueError, match="color='red' with filter='paper' reads sigma; remove sigma1"
+    ):
+        masking.get("red", filter="paper", sigma1=1.0)
+    with pytest.raises(ValueError, match="filter='figure' reads center, width; remove sigma"):
+        masking.get("blue", sigma=1.0)
+    with pytest.raises(ValueError, match="filter must be one of figure, paper, got 'dog'"):
+        masking.get("green", filter="dog")
     with pytest.raises(ValueError, match="needs sigma1 < sigma2"):
-        masking.get("green", sigma1=2.0, sigma2=1.0)
+        masking.get("green", filter="paper", sigma1=2.0, sigma2=1.0)
     with pytest.raises(ValueError, match="option sigma must be a number > 0"):
-        masking.get("blue", sigma=-1.0)
+        masking.get("blue", filter="paper", sigma=-1.0)
+    with pytest.raises(ValueError, match="option width must be a number > 0"):
+        masking.get("green", width=0.0)
+    with pytest.raises(ValueError, match=r"center is one number .* use scale"):
+        masking.get("green", center=(0.2, 0.3))
     with pytest.raises(ValueError, match="needs 3 values"):
-        masking.get("color3d", color="red", sigma=(1.0, 2.0))
+        masking.get("color3d", color="red", filter="paper", sigma=(1.0, 2.0))
+    with pytest.raises(ValueError, match="scale needs 3 values"):
+        masking.get("color3d", scale=(1.0, 2.0))
+    with pytest.raises(ValueError, match="shards must be an int >= 1"):
+        masking.get("colorbank", num_patterns=2, size=14, shards=0)
+    gen = masking.get("colorbank", num_patterns=2, size=14, crop="batch_shared", shards=4)
+    with pytest.raises(ValueError, match="batch_size=6 does not split into shards=4"):
+        gen(jax.random.key(0), batch_size=6, grid=(14, 14), mask_ratio=0.75)
     with pytest.raises(ValueError, match="shorthand for color='green'"):
         masking.get("green", color="red")
     with pytest.raises(ValueError, match="margin must be an int >= 0 or 2 of them"):
