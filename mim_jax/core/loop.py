@@ -177,7 +177,7 @@ def run_job(job: Job, workdir: str, max_steps: int | None = None) -> RunResult:
         state = restored.state
         if restored.data_state is not None:
             job.iterator.set_state(_own_data_state(restored.data_state, process_index))
-        writer.message(f"resumed {job.name} from {store.directory} at step {restored.step}")
+        writer.message(f"resumed from {store.directory} at step {restored.step} ({job.name})")
     elif job.start_message:
         writer.message(job.start_message)
     key = jax.random.key(config.seed)
