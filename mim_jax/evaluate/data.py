@@ -191,7 +191,7 @@ def _num_classes(source: Any) -> int:
 
 def _transform(image_size: int) -> Callable[[dict[str, Any]], tuple[np.ndarray, int]]:
     def apply(record: dict[str, Any]) -> tuple[np.ndarray, int]:
-        image = data.eval_transform(np.asarray(record["image"]), image_size)
+        image = data.eval_transform(np.asarray(record["image"]), image_size, crop_fraction=1.0)
         return image, int(record["label"])
 
     return apply
