@@ -145,9 +145,12 @@ def test_cli_finetune_saves_a_readable_classifier(run_dir, tmp_path, capsys):
     out = str(tmp_path / "ft")
     result = _run_cli(
         ["finetune", "--checkpoint", run_dir, "--out", out, "--epochs", "2", "--batch-size", "64",
-         "--train-limit", "128", "--val-limit", "32", "--mixup", "0.8", "--cutmix", "1.0"],
+         "--train-limit", "128", "--val-limit", "32", "--mixup", "0.8", "--cutmix", "1.0",
+         "--augment", "--aa", "rand-m9-mstd0.5-inc1", "--reprob", "0.25"],
         capsys,
     )  # fmt: skip
+    assert result["augment"] and result["rand_augment"] == "rand-m9-mstd0.5-inc1"
+    assert result["recipe"] == "digits" and result["crop_fraction"] == 1.0
     assert result["steps"] == 4 and result["layer_decay"] == 0.75 and result["drop_path"] == 0.1
     assert 0.0 <= result["finetune_top1"] <= 1.0 and np.isfinite(result["finetune_train_loss"])
     saved = ocp.StandardCheckpointer().restore(os.path.join(result["saved"], "4", "state"))
@@ -155,8 +158,56 @@ def test_cli_finetune_saves_a_readable_classifier(run_dir, tmp_path, capsys):
     assert params["head"]["kernel"].shape == (64, 10) and params["fc_norm"]["scale"].shape == (64,)
     assert sorted(params["encoder"]["blocks"]) == ["0", "1", "2", "3"]
     assert saved["pos_embed"].shape == (65, 64)
-    before = load_pretrained(run_dir).encoder.blocks[0].mlp.fc1.kernel[...]
+    pretrained = load_pretrained(run_dir).encoder
+    before = pretrained.blocks[0].mlp.fc1.kernel[...]
     assert not np.allclose(params["encoder"]["blocks"]["0"]["mlp"]["fc1"]["kernel"], before)
+    assert not np.allclose(saved["pos_embed"], pretrained.pos_embed[...])  # trained (MAE)
+
+
+def test_mae_recipe_reproduces_maes_protocols_row_by_row():
+    """The issue's table: eval transform, probe augmentation, fine-tune augmentation and
+    regularisation, trainable position table, each as built by ``--recipe mae``."""
+    from mim_jax import configs, data
+    from mim_jax.evaluate import cli
+    from mim_jax.evaluate.data import eval_sources
+    from mim_jax.evaluate.finetune import FinetuneConfig, train_transform
+
+    parser = cli.build_parser()
+    config = configs.load("configs/demo.py")
+    hp = {
+        p: cli._recipe(parser.parse_args([p, "--config", "x", "--recipe", "mae"]), config)
+        for p in ("knn", "linear", "finetune")
+    }
+    # 1. evaluation transform: MAE's rule (224 -> resize 256, crop 224), on every protocol
+    config.data.source, config.model.image_size = "synthetic", 224
+    assert all(h["crop_fraction"] is None for h in hp.values())  # None: MAE's rule for the size
+    crop = eval_sources(config).crop_fraction
+    assert crop == 0.875 and int(224 / crop) == 256
+    # 2. the probe trains on MAE's RandomResizedCrop(0.08-1) + flip, not on cached features
+    linear = hp["linear"]
+    assert linear["augment"] and (linear["batch_size"], linear["blr"]) == (16384, 0.1)
+    # 3. fine-tuning: RRC + flip + rand-m9-mstd0.5-inc1 + RandomErasing(0.25, pixel, 1)
+    ft = hp["finetune"]
+    assert (ft["mixup"], ft["cutmix"], ft["smoothing"]) == (0.8, 1.0, 0.1)
+    args = parser.parse_args(["finetune", "--config", "x"])
+    ft_config = FinetuneConfig(
+        augment=ft["augment"], rand_augment=ft["aa"], reprob=ft["reprob"],
+        remode=args.remode, recount=args.recount,
+    )  # fmt: skip
+    transform = train_transform(ft_config, 224, crop)
+    assert isinstance(transform, data.FinetuneAugment)
+    ra, erasing = transform.rand_augment, transform.erasing
+    assert (ra.num_ops, ra.magnitude, ra.magnitude_std, ra.prob) == (2, 9.0, 0.5, 0.5)
+    assert ra.ops[4:7] == ("PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd")
+    assert (erasing.probability, erasing.mode, erasing.counts) == (0.25, "pixel", (1, 1))
+    # 4. the position table is a trained parameter when fine-tuning
+    assert ft_config.train_pos_embed
+    # the digits recipe keeps the whole image and no augmentation
+    digits = cli._recipe(
+        parser.parse_args(["finetune", "--config", "x"]), configs.load("configs/demo.py")
+    )
+    assert digits["recipe"] == "digits" and digits["crop_fraction"] == 1.0
+    assert not digits["augment"] and digits["reprob"] == 0.0
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):

@@ -24,26 +24,46 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mim_jax import data
+
 PROTOCOLS = ("linear", "knn", "finetune", "reconstruct")
 
-#: Per-dataset defaults. "mae" is MAE's ImageNet recipe (linear probe: batch 16384, blr 0.1,
-#: 90 epochs, 10 warmup; fine-tune: ViT-B, batch 1024, blr 5e-4, 100 epochs, 5 warmup, drop
-#: path 0.1, mixup 0.8, cutmix 1.0, smoothing 0.1). "digits" is for the 1437-image digits train
-#: split: MAE's LARS moves each weight matrix by about lr * 0.001 * |W| per step, so the
-#: 32x fewer steps per epoch need a proportionally larger lr (measured in the evaluate README).
+#: Per-dataset defaults. "mae" is MAE's ImageNet recipe (facebookresearch/mae main_linprobe.py,
+#: main_finetune.py, util/datasets.py). Evaluation transform (all protocols): shorter side to
+#: size / crop_fraction, centre crop (crop_fraction None: MAE's rule, 0.875 up to 224 px, 1.0
+#: above). Linear probe: batch 16384, blr 0.1, 90 epochs, 10 warmup, trained on MAE's
+#: RandomResizedCrop(0.08-1) + flip. Fine-tune: ViT-B, batch 1024, blr 5e-4, 100 epochs, 5 warmup,
+#: drop path 0.1, RandomResizedCrop(0.08-1) + flip + RandAugment rand-m9-mstd0.5-inc1 + Random
+#: Erasing 0.25 (pixel), mixup 0.8, cutmix 1.0, smoothing 0.1, trained position table.
+#: "digits" is for the 1437-image digits train split of 8x8 glyphs upsampled to the model size:
+#: the whole image (crop fraction 1.0) and no crop/flip/RandAugment/erasing (a crop of 8% of an
+#: 8x8 digit, a mirrored 2 or 5, or an inverted/solarised glyph changes the class; the probe uses
+#: cached features), fine-tuning without mixup; MAE's LARS moves each weight matrix by about
+#: lr * 0.001 * |W| per step, so the 32x fewer probe steps per epoch need a proportionally larger
+#: lr (measured in the README).
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "mae": {
-        "linear": dict(epochs=90, warmup_epochs=10, batch_size=16384, blr=0.1),
+        "knn": dict(crop_fraction=None),
+        "linear": dict(
+            epochs=90, warmup_epochs=10, batch_size=16384, blr=0.1, augment=True,
+            crop_fraction=None,
+        ),
         "finetune": dict(
             epochs=100, warmup_epochs=5, batch_size=1024, blr=5e-4, drop_path=0.1,
-            mixup=0.8, cutmix=1.0, smoothing=0.1,
+            mixup=0.8, cutmix=1.0, smoothing=0.1, augment=True, aa=data.MAE_POLICY, reprob=0.25,
+            crop_fraction=None,
         ),
     },
     "digits": {
-        "linear": dict(epochs=90, warmup_epochs=10, batch_size=256, blr=20.0),
+        "knn": dict(crop_fraction=1.0),
+        "linear": dict(
+            epochs=90, warmup_epochs=10, batch_size=256, blr=20.0, augment=False,
+            crop_fraction=1.0,
+        ),
         "finetune": dict(
             epochs=30, warmup_epochs=3, batch_size=64, blr=1e-3, drop_path=0.1,
-            mixup=0.0, cutmix=0.0, smoothing=0.1,
+            mixup=0.0, cutmix=0.0, smoothing=0.1, augment=False, aa="none", reprob=0.0,
+            crop_fraction=1.0,
         ),
     },
 }  # fmt: skip
@@ -110,6 +130,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     d.add_argument("--train-limit", type=int, help="use a random subset of the train split")
     d.add_argument("--val-limit", type=int, help="use a random subset of the val split")
     d.add_argument(
+        "--crop-fraction",
+        type=float,
+        help="evaluation transform: shorter side to size / fraction, centre crop (default: the "
+        "recipe's; mae: 0.875 up to 224 px, 1.0 above; digits: 1.0)",
+    )
+    d.add_argument(
         "--feature-batch-size", type=int, default=256, help="images per encoder forward pass"
     )
 
@@ -135,13 +161,17 @@ def _linear(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help="absolute lr (overrides --blr)")
     g.add_argument("--weight-decay", type=float, default=0.0)
     g.add_argument(
-        "--augment", action="store_true", help="RandomResizedCrop + flip (no feature cache)"
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="train on MAE's RandomResizedCrop(0.08-1) + flip (no feature cache); default: the "
+        "recipe's (mae: on, digits: off)",
     )
     g.add_argument("--seed", type=int, default=0)
 
 
 def _knn(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kNN")
+    _recipe_arg(g)
     g.add_argument("--pool", choices=("cls", "mean"), default="cls")
     g.add_argument("--k", type=_ints, default=(10, 20, 100, 200), help="10,20,100,200")
     g.add_argument("--temperature", type=float, default=0.07)
@@ -167,7 +197,18 @@ def _finetune(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--pool", choices=("avg", "cls"), default="avg", help="avg: global pool + fc_norm (MAE)"
     )
-    g.add_argument("--augment", action="store_true", help="RandomResizedCrop(0.08-1) + flip")
+    g.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="train-image augmentation: RandomResizedCrop(0.08-1) + flip + --aa + --reprob "
+        "(default: the recipe's; mae: on, digits: off)",
+    )
+    g.add_argument(
+        "--aa", help=f"RandAugment policy (timm string, mae: {data.MAE_POLICY}) or 'none'"
+    )
+    g.add_argument("--reprob", type=float, help="RandomErasing probability (mae 0.25; 0 = off)")
+    g.add_argument("--remode", choices=("pixel", "rand", "const"), default="pixel")
+    g.add_argument("--recount", type=int, default=1, help="RandomErasing boxes per image")
     g.add_argument("--eval-every-epochs", type=int, default=0)
     g.add_argument("--no-save", action="store_true", help="do not save the fine-tuned model")
     g.add_argument("--seed", type=int, default=0)
@@ -213,11 +254,27 @@ def _recipe(args, config) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs one protocol; returns the result dict (also written to ``<out>/<protocol>.json``)."""
-    from mim_jax.evaluate.data import FeatureExtractor, eval_sources, extract_features, progress
+    from mim_jax.evaluate.data import (
+        FeatureExtractor,
+        eval_sources,
+        extract_features,
+        input_side,
+        progress,
+    )
 
     start = time.perf_counter()
     pretrained, what = _load_model(args)
     config = pretrained.config
+    hp: dict[str, Any] = {}
+    crop = args.crop_fraction  # reconstruct: None, the dataset's default
+    if args.protocol != "reconstruct":
+        hp = _recipe(args, config)
+        crop = hp["crop_fraction"]
+        if crop is None:  # MAE's rule for the model's input size
+            crop = data.mae_crop_fraction(input_side(config.model.image_size))
+    aa = None if hp.get("aa") in (None, "none") else hp["aa"]
+    if aa is not None:
+        data.RandAugment.from_spec(aa)  # a bad policy string fails before any work
     eval_data = eval_sources(
         config,
         train_split=args.train_split,
@@ -227,6 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         num_classes=args.num_classes,
         train_limit=args.train_limit,
         val_limit=args.val_limit,
+        crop_fraction=crop,
     )
     progress(
         f"{args.protocol}: {what} ({config.model.name}, mask {config.mask}); "
@@ -240,13 +298,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": what,
         "mask": config.mask,
         "data": eval_data.description,
+        "crop_fraction": eval_data.crop_fraction,
     }
+    if hp:
+        result["recipe"] = hp["recipe"]
     if args.protocol == "knn":
         from mim_jax.evaluate.knn import knn_classify
 
         extractor = FeatureExtractor(pretrained.encoder, args.pool, args.feature_batch_size)
-        train = extract_features(extractor, eval_data.train, eval_data.image_size, name="train")
-        val = extract_features(extractor, eval_data.val, eval_data.image_size, name="val")
+        crop = eval_data.crop_fraction
+        train = extract_features(
+            extractor, eval_data.train, eval_data.image_size, name="train", crop_fraction=crop
+        )
+        val = extract_features(
+            extractor, eval_data.val, eval_data.image_size, name="val", crop_fraction=crop
+        )
         result["pool"] = args.pool
         result.update(
             knn_classify(
@@ -257,7 +323,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     elif args.protocol == "linear":
         from mim_jax.evaluate.linear_probe import LinearProbeConfig, linear_probe
 
-        hp = _recipe(args, config)
         lp_config = LinearProbeConfig(
             epochs=hp["epochs"],
             warmup_epochs=hp["warmup_epochs"],
@@ -268,14 +333,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             seed=args.seed,
         )
         extractor = FeatureExtractor(pretrained.encoder, args.pool, args.feature_batch_size)
-        out = linear_probe(extractor, eval_data, lp_config, augment=args.augment)
-        result.update(pool=args.pool, recipe=hp["recipe"], **dataclasses.asdict(lp_config))
+        out = linear_probe(extractor, eval_data, lp_config, augment=hp["augment"])
+        result.update(pool=args.pool, augment=hp["augment"], **dataclasses.asdict(lp_config))
         result.update(out)
     elif args.protocol == "finetune":
         from mim_jax.evaluate.finetune import FinetuneConfig, finetune
         from mim_jax.evaluate.mixup import MixupConfig
 
-        hp = _recipe(args, config)
         ft_config = FinetuneConfig(
             epochs=hp["epochs"],
             warmup_epochs=hp["warmup_epochs"],
@@ -294,20 +358,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 label_smoothing=hp["smoothing"],
             ),
             global_pool=args.pool == "avg",
-            augment=args.augment,
+            augment=hp["augment"],
+            rand_augment=aa,
+            reprob=hp["reprob"],
+            remode=args.remode,
+            recount=args.recount,
             eval_every_epochs=args.eval_every_epochs,
             seed=args.seed,
         )
         ckpt = None if args.no_save else os.path.join(_out_dir(args), "finetuned")
         out = finetune(pretrained, eval_data, ft_config, checkpoint_dir=ckpt)
-        result.update(recipe=hp["recipe"], **_plain(dataclasses.asdict(ft_config)))
+        result.update(**_plain(dataclasses.asdict(ft_config)))
         result.update(out, saved=ckpt)
     else:
         from mim_jax.evaluate.data import load_arrays, subset
         from mim_jax.evaluate.reconstruct import reconstruction_figures
 
         images, _ = load_arrays(
-            subset(eval_data.val, args.num_images, args.seed), eval_data.image_size
+            subset(eval_data.val, args.num_images, args.seed),
+            eval_data.image_size,
+            crop_fraction=eval_data.crop_fraction,
         )
         masks = args.mask or (str(config.mask),)
         ratio = args.mask_ratio if args.mask_ratio is not None else float(config.mask_ratio)

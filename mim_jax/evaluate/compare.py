@@ -46,8 +46,10 @@ def evaluate_encoder(
 
     splits = eval_sources(config)
     extractor = FeatureExtractor(encoder, "cls", 256)
-    train = extract_features(extractor, splits.train, splits.image_size, log=log)
-    val = extract_features(extractor, splits.val, splits.image_size, log=log)
+    crop = splits.crop_fraction
+    size = splits.image_size
+    train = extract_features(extractor, splits.train, size, log=log, crop_fraction=crop)
+    val = extract_features(extractor, splits.val, size, log=log, crop_fraction=crop)
     knn = knn_classify(*train, *val, num_classes=splits.num_classes, ks=(20,))
     recipe = dict(RECIPES["digits"]["linear"], epochs=probe_epochs)
     recipe["warmup_epochs"] = min(recipe["warmup_epochs"], max(probe_epochs // 9, 1))

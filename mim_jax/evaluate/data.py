@@ -8,8 +8,10 @@ The pretraining run's config decides the dataset (``config.data.source``):
 - ``tfds``: ``config.data.name``, splits ``train`` / ``validation`` (prepared, never downloaded);
 - ``synthetic``: noise with random labels (smoke tests only: chance accuracy is expected).
 
-The evaluation transform is the pipeline's: resize the whole image (bicubic) to the model's
-size and normalise with the ImageNet mean/std used in pretraining (no augmentation).
+The evaluation transform is MAE's (``util/datasets.py``): the shorter side resized (bicubic) to
+``int(size / crop_fraction)``, the centre ``size x size`` cropped, ImageNet normalisation.
+:func:`default_crop_fraction` is MAE's rule (0.875 up to 224 pixels, 1.0 above) except for
+digits, whose 8x8 glyphs fill the frame: they keep the whole image (1.0).
 """
 
 from __future__ import annotations
@@ -69,16 +71,25 @@ def subset(source: RandomAccessSource, limit: int | None, seed: int = 0) -> Rand
 
 @dataclasses.dataclass
 class EvalData:
-    """Labelled ``train`` / ``val`` sources, the class count and the model's input side."""
+    """Labelled ``train`` / ``val`` sources, the class count, the model's input side and the
+    evaluation transform's crop fraction (see :func:`mim_jax.data.eval_transform`)."""
 
     train: RandomAccessSource
     val: RandomAccessSource
     num_classes: int
     image_size: int
     description: str
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION
 
 
-def _side(image_size: Any) -> int:
+def default_crop_fraction(source_kind: str, image_size: int) -> float:
+    """The evaluation crop fraction for a dataset kind: 1.0 (whole image) for the bundled digits,
+    else MAE's :func:`mim_jax.data.mae_crop_fraction` (0.875 up to 224 pixels, 1.0 above)."""
+    return 1.0 if source_kind == "digits" else data.mae_crop_fraction(image_size)
+
+
+def input_side(image_size: Any) -> int:
+    """The square input side of ``config.model.image_size`` (an int or equal pair)."""
     if isinstance(image_size, int):
         return image_size
     sizes = tuple(int(s) for s in image_size)
@@ -100,6 +111,7 @@ def eval_sources(
     train_limit: int | None = None,
     val_limit: int | None = None,
     seed: int = 0,
+    crop_fraction: float | None = None,
 ) -> EvalData:
     """The labelled train/val sources for a run's ``config`` (see the module docstring).
 
@@ -110,13 +122,14 @@ def eval_sources(
       data_dir: TFDS data directory.
       num_classes: overrides the class count read from the sources.
       train_limit / val_limit: keep a random subset of this many records (seeded by ``seed``).
+      crop_fraction: the evaluation crop fraction (default: :func:`default_crop_fraction`).
 
     Raises:
       ValueError: an unknown source or split, unlabelled data, or no validation set.
     """
     if config.model.get("num_frames") is not None:
         raise ValueError("evaluation supports image models only (config.model.num_frames is set).")
-    side = _side(config.model.image_size)
+    side = input_side(config.model.image_size)
     channels = int(config.model.channels)
     kind = config.data.source
     if kind == "digits":
@@ -172,7 +185,12 @@ def eval_sources(
     classes = num_classes or _num_classes(train)
     train = subset(train, train_limit, seed)
     val = subset(val, val_limit, seed + 1)
-    return EvalData(train, val, int(classes), side, f"{what} ({len(train)}/{len(val)} images)")
+    if crop_fraction is None:
+        crop_fraction = default_crop_fraction(kind, side)
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop fraction must be in (0, 1], got {crop_fraction}.")
+    what = f"{what} ({len(train)}/{len(val)} images, eval crop {crop_fraction:g})"
+    return EvalData(train, val, int(classes), side, what, float(crop_fraction))
 
 
 def _num_classes(source: Any) -> int:
@@ -189,24 +207,34 @@ def _num_classes(source: Any) -> int:
     raise ValueError(f"cannot tell the number of classes of {source!r}; pass --num-classes.")
 
 
-def _transform(image_size: int) -> Callable[[dict[str, Any]], tuple[np.ndarray, int]]:
+def _transform(
+    image_size: int, crop_fraction: float
+) -> Callable[[dict[str, Any]], tuple[np.ndarray, int]]:
     def apply(record: dict[str, Any]) -> tuple[np.ndarray, int]:
-        image = data.eval_transform(np.asarray(record["image"]), image_size, crop_fraction=1.0)
+        image = data.eval_transform(
+            np.asarray(record["image"]), image_size, crop_fraction=crop_fraction
+        )
         return image, int(record["label"])
 
     return apply
 
 
 def iterate_batches(
-    source: RandomAccessSource, batch_size: int, image_size: int, threads: int = 4
+    source: RandomAccessSource,
+    batch_size: int,
+    image_size: int,
+    threads: int = 4,
+    *,
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every record of ``source`` once, in order, in batches (the last may be smaller).
 
-    Yields ``(images float32[b, S, S, C], labels int32[b])`` with the evaluation transform.
+    Yields ``(images float32[b, S, S, C], labels int32[b])`` with the evaluation transform
+    (:func:`mim_jax.data.eval_transform` at ``crop_fraction``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    apply = _transform(image_size)
+    apply = _transform(image_size, crop_fraction)
     with ThreadPoolExecutor(max(1, threads)) as pool:
         for start in range(0, len(source), batch_size):
             records = [source[i] for i in range(start, min(start + batch_size, len(source)))]
@@ -217,10 +245,15 @@ def iterate_batches(
 
 
 def load_arrays(
-    source: RandomAccessSource, image_size: int, batch_size: int = 256
+    source: RandomAccessSource,
+    image_size: int,
+    batch_size: int = 256,
+    *,
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The whole (small) source as ``(images float32[N, S, S, C], labels int32[N])``."""
-    images, labels = zip(*iterate_batches(source, batch_size, image_size), strict=True)
+    batches = iterate_batches(source, batch_size, image_size, crop_fraction=crop_fraction)
+    images, labels = zip(*batches, strict=True)
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -292,13 +325,16 @@ def extract_features(
     *,
     name: str = "features",
     log: Callable[[str], None] | None = None,
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(features float32[N, D], labels int32[N])`` of every record of ``source``, in order."""
+    """``(features float32[N, D], labels int32[N])`` of every record of ``source``, in order
+    (evaluation transform at ``crop_fraction``)."""
     log = log or progress
     feats, labels = [], []
     start, last = time.perf_counter(), time.perf_counter()
     done = 0
-    for images, batch_labels in iterate_batches(source, extractor.batch_size, image_size):
+    batches = iterate_batches(source, extractor.batch_size, image_size, crop_fraction=crop_fraction)
+    for images, batch_labels in batches:
         feats.append(extractor(images))
         labels.append(batch_labels)
         done += len(batch_labels)

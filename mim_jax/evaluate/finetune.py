@@ -7,7 +7,14 @@ the final norm, then a linear head (trunc-normal std 2e-5, zero bias). AdamW (0.
 weight decay 0.05 on matrices only (biases, norm scales and the cls token are exempt), learning
 rate ``blr * batch / 256`` with layer-wise decay (layer ids: cls/pos/patch_embed 0, block i i+1,
 the rest depth+1; scale ``decay ** (depth + 1 - id)``), linear warmup and per-step cosine to
-``min_lr``. Stochastic depth (``drop_path``, linear over blocks), label smoothing and batch-mode
+``min_lr``. Training images get MAE's transform (timm's ``create_transform``): RandomResizedCrop
+(scale 0.08-1, ratio 3/4-4/3, bicubic) + flip + RandAugment ``rand-m9-mstd0.5-inc1`` + normalise
++ RandomErasing (p 0.25, pixel mode, one box), in the input pipeline's workers
+(:class:`mim_jax.data.FinetuneAugment`); validation images MAE's evaluation transform. The
+position table trains too (timm's ``pos_embed`` is an ``nn.Parameter``, loaded
+from the pretrained fixed sin-cos table; MAE's ``no_weight_decay`` exempts it, layer id 0): the
+classifier's encoder copy holds it as an ``nnx.Param``, the pretraining encoder keeps its fixed
+table. Stochastic depth (``drop_path``, linear over blocks), label smoothing and batch-mode
 mixup/cutmix (:mod:`mim_jax.evaluate.mixup`) regularise it.
 
 The step is one ``jax.jit`` with ``in_shardings``/``out_shardings`` from the pretraining mesh and
@@ -89,7 +96,12 @@ class FinetuneConfig:
     drop_path: float = 0.1
     mixup: MixupConfig = dataclasses.field(default_factory=MixupConfig)
     global_pool: bool = True
-    augment: bool = False
+    train_pos_embed: bool = True
+    augment: bool = True  # False: the evaluation transform for training images too
+    rand_augment: str | None = data.MAE_POLICY  # timm policy string; None: off
+    reprob: float = 0.25  # RandomErasing probability (0: off)
+    remode: str = "pixel"
+    recount: int = 1
     eval_batch_size: int = 256
     eval_every_epochs: int = 0  # 0: evaluate after the last epoch only
     seed: int = 0
@@ -98,8 +110,34 @@ class FinetuneConfig:
         return float(self.lr) if self.lr is not None else self.blr * self.batch_size / 256
 
 
+def train_transform(
+    config: FinetuneConfig, image_size: int, crop_fraction: float = data.DEFAULT_CROP_FRACTION
+) -> data.FinetuneAugment | data.EvalTransform:
+    """The grain record transform for fine-tuning's training images (see the module docstring);
+    with ``config.augment=False`` the evaluation transform at ``crop_fraction``."""
+    if not config.augment:
+        return data.EvalTransform(image_size, crop_fraction=crop_fraction)
+    policy = data.RandAugment.from_spec(config.rand_augment) if config.rand_augment else None
+    erasing = None
+    if config.reprob > 0:
+        erasing = data.RandomErasing(config.reprob, mode=config.remode, max_count=config.recount)
+    return data.FinetuneAugment(image_size, policy, erasing)
+
+
+def make_pos_embed_trainable(encoder: ViTEncoder) -> None:
+    """Turns ``encoder``'s fixed position table (float32[prefix + N, D]) into an ``nnx.Param``
+    with the same value and logical axes, in place (timm / MAE fine-tuning train ``pos_embed``)."""
+    table = encoder.pos_embed
+    if not isinstance(table, nnx.Param):
+        encoder.pos_embed = nnx.Param(table.get_value(), **table.get_metadata())
+
+
 class Classifier(nnx.Module):
-    """ViT encoder + (global pool, fc_norm | cls token) + linear head: images -> logits."""
+    """ViT encoder + (global pool, fc_norm | cls token) + linear head: images -> logits.
+
+    ``train_pos_embed`` (default, as MAE) makes the encoder's position table a trained parameter
+    (:func:`make_pos_embed_trainable`; the encoder passed in is modified).
+    """
 
     def __init__(
         self,
@@ -107,10 +145,13 @@ class Classifier(nnx.Module):
         num_classes: int,
         *,
         global_pool: bool = True,
+        train_pos_embed: bool = True,
         rngs: nnx.Rngs,
     ):
         if not global_pool and not encoder.use_cls:
             raise ValueError("global_pool=False classifies the cls token; this encoder has none.")
+        if train_pos_embed:
+            make_pos_embed_trainable(encoder)
         self.encoder = encoder
         self.global_pool = global_pool
         width = encoder.config.width
@@ -148,9 +189,11 @@ def classifier_from_pretrained(
     *,
     drop_path: float = 0.0,
     global_pool: bool = True,
+    train_pos_embed: bool = True,
     seed: int = 0,
 ) -> Classifier:
-    """A :class:`Classifier` whose encoder carries ``pretrained``'s weights (and ``drop_path``)."""
+    """A :class:`Classifier` whose encoder is a copy of ``pretrained``'s (weights and position
+    table; ``drop_path`` added). ``pretrained`` itself is left as it is."""
     source = pretrained.encoder
     cfg = pretrained.model.config
     rngs = nnx.Rngs(params=seed)
@@ -166,7 +209,9 @@ def classifier_from_pretrained(
         rngs=rngs,
     )
     nnx.update(encoder, nnx.state(source))
-    return Classifier(encoder, num_classes, global_pool=global_pool, rngs=rngs)
+    return Classifier(
+        encoder, num_classes, global_pool=global_pool, train_pos_embed=train_pos_embed, rngs=rngs
+    )
 
 
 def _names(path) -> list[str]:
@@ -328,12 +373,14 @@ def evaluate_classifier(
     source,
     image_size: int,
     batch_size: int,
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> tuple[float, float]:
     """(top-1, top-5) accuracy on every record of ``source`` (eval transform, padded batches)."""
     ways = compiled.mesh.shape["data"] * compiled.mesh.shape["fsdp"]
     batch_size = -(-batch_size // ways) * ways
     top1 = top5 = total = 0
-    for images, labels in iterate_batches(source, batch_size, image_size):
+    batches = iterate_batches(source, batch_size, image_size, crop_fraction=crop_fraction)
+    for images, labels in batches:
         b = len(labels)
         padded = np.zeros((batch_size, *images.shape[1:]), np.float32)
         padded[:b] = images
@@ -404,6 +451,7 @@ def finetune(
         eval_data.num_classes,
         drop_path=config.drop_path,
         global_pool=config.global_pool,
+        train_pos_embed=config.train_pos_embed,
         seed=config.seed,
     )
     _, params, _ = nnx.split(model, nnx.Param, ...)
@@ -414,8 +462,7 @@ def finetune(
         batch_size=batch // process_count,
         image_size=eval_data.image_size,
         seed=config.seed,
-        augment=config.augment,
-        scale=(0.08, 1.0),
+        transform=train_transform(config, eval_data.image_size, eval_data.crop_fraction),
         process_index=jax.process_index(),
         process_count=process_count,
     )
@@ -447,7 +494,12 @@ def finetune(
         every = config.eval_every_epochs
         if last or (every and (epoch + 1) % every == 0):
             top1, top5 = evaluate_classifier(
-                compiled, state, eval_data.val, eval_data.image_size, config.eval_batch_size
+                compiled,
+                state,
+                eval_data.val,
+                eval_data.image_size,
+                config.eval_batch_size,
+                eval_data.crop_fraction,
             )
             history.append(top1)
             log(
@@ -479,10 +531,17 @@ def _string_keys(tree: Any) -> Any:
 
 
 def classifier_pytree(state: FinetuneState) -> dict[str, Any]:
-    """The saved layout: ``{"params": nested dict (str keys), "pos_embed": [1 + N, D]}``."""
+    """The saved layout: ``{"params": nested dict (str keys), "pos_embed": [1 + N, D]}``.
+
+    The position table is stored outside ``params`` whether it was trained or fixed, so readers
+    (:mod:`mim_jax.export.finetuned`) see one layout.
+    """
     params = _string_keys(nnx.to_pure_dict(state.params))
-    constants = nnx.to_pure_dict(state.constants)
-    return {"params": params, "pos_embed": constants["encoder"]["pos_embed"]}
+    if "pos_embed" in params["encoder"]:
+        pos_embed = params["encoder"].pop("pos_embed")
+    else:
+        pos_embed = nnx.to_pure_dict(state.constants)["encoder"]["pos_embed"]
+    return {"params": params, "pos_embed": pos_embed}
 
 
 def save_classifier(

@@ -8,8 +8,11 @@ layer (weights trunc-normal std 0.01, zero bias), trained with MAE's LARS
 norm uses batch statistics in training and its running statistics (torch's momentum 0.1, unbiased
 running variance) in evaluation.
 
-Without augmentation the features are computed once and cached (the fast path); with
-``augment=True`` every step encodes a freshly augmented batch (RandomResizedCrop + flip).
+Validation images get MAE's evaluation transform (shorter side to ``size / crop_fraction``,
+centre crop). With ``augment=True`` (MAE's protocol) every step encodes a freshly augmented
+batch: MAE's linear-probe RandomResizedCrop (one draw, scale 0.08-1, ``util/crop.py``) + flip
+(:class:`mim_jax.data.LinearProbeAugment`, in the input pipeline). Without it the training
+features go through the evaluation transform once and are cached (fast; the digits recipe).
 """
 
 from __future__ import annotations
@@ -215,10 +218,14 @@ def linear_probe(
 ) -> dict[str, Any]:
     """MAE linear probe of a frozen encoder on ``eval_data`` (see the module docstring)."""
     log = log or progress
-    size = eval_data.image_size
-    val = extract_features(extractor, eval_data.val, size, name="val features", log=log)
+    size, crop = eval_data.image_size, eval_data.crop_fraction
+    val = extract_features(
+        extractor, eval_data.val, size, name="val features", log=log, crop_fraction=crop
+    )
     if not augment:
-        train = extract_features(extractor, eval_data.train, size, name="train features", log=log)
+        train = extract_features(
+            extractor, eval_data.train, size, name="train features", log=log, crop_fraction=crop
+        )
         return train_on_features(
             *train, *val, num_classes=eval_data.num_classes, config=config, log=log
         )
@@ -226,7 +233,7 @@ def linear_probe(
 
 
 def _train_augmented(extractor, eval_data, val, config, log) -> dict[str, Any]:
-    """Per-step features of augmented batches (RandomResizedCrop(0.08, 1) + flip)."""
+    """Per-step features of augmented batches (MAE's probe crop, scale 0.08-1, + flip)."""
     from mim_jax import data
 
     n = len(eval_data.train)
@@ -250,7 +257,7 @@ def _train_augmented(extractor, eval_data, val, config, log) -> dict[str, Any]:
         batch_size=batch,
         image_size=eval_data.image_size,
         seed=config.seed,
-        scale=(0.08, 1.0),
+        transform=data.LinearProbeAugment(eval_data.image_size),
     )
     loss = float("nan")
     history = []

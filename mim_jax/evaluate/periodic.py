@@ -22,18 +22,22 @@ import numpy as np
 from flax import nnx
 
 from mim_jax import data
+from mim_jax.data import augment
 from mim_jax.evaluate.data import eval_sources, pool_tokens
 from mim_jax.evaluate.knn import knn_classify
 
 METRIC = "knn_top1"
 
 
-def _resized(source, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8[N, S, S, C] resized images, int32[N] labels) of every record of ``source``."""
+def _resized(source, image_size: int, crop_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8[N, S, S, C] images, int32[N] labels) of every record of ``source``, resized and
+    centre-cropped as the evaluation transform does (normalised later, per batch)."""
     images, labels = [], []
+    side = int(image_size / crop_fraction)
     for i in range(len(source)):
         record = source[i]
-        images.append(data.resize(np.asarray(record["image"]), image_size))
+        resized = augment.resize_shorter_side(np.asarray(record["image"]), side)
+        images.append(augment.center_crop(resized, image_size))
         labels.append(int(record["label"]))
     return np.stack(images), np.asarray(labels, np.int32)
 
@@ -68,8 +72,9 @@ class PeriodicEvaluator:
         self.num_classes = splits.num_classes
         self.k = k
         self.batch_size = batch_size
-        self.train_images, self.train_labels = _resized(splits.train, self.image_size)
-        self.val_images, self.val_labels = _resized(splits.val, self.image_size)
+        crop = splits.crop_fraction
+        self.train_images, self.train_labels = _resized(splits.train, self.image_size, crop)
+        self.val_images, self.val_labels = _resized(splits.val, self.image_size, crop)
         for name, labels in (("train", self.train_labels), ("val", self.val_labels)):
             if labels.min() < 0 or labels.max() >= self.num_classes:
                 raise ValueError(
