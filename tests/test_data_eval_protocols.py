@@ -140,6 +140,11 @@ def test_level_to_argument_table_at_magnitude_9():
     assert abs(args["ShearX"]) == pytest.approx(0.27)
     assert abs(args["TranslateYRel"]) == pytest.approx(0.405)
     assert fill_colour(aug.IMAGENET_MEAN) == (124, 116, 104) and fill_colour((0.5,), 1) == (128,)
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    for level in (0.0, 10.0):  # every op runs at both ends of the clipped magnitude range
+        for name, fn in LEVEL_TO_ARG.items():
+            out = apply_op(image, name, None if fn is None else fn(level, rng))
+            assert out.shape == image.shape and out.dtype == np.uint8
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +157,8 @@ def test_pixel_ops_act_as_documented(picture):
     x = picture.astype(np.int32)
     np.testing.assert_array_equal(apply_op(picture, "Invert"), 255 - x)
     np.testing.assert_array_equal(apply_op(picture, "PosterizeIncreasing", 1), x & 0x80)
+    np.testing.assert_array_equal(apply_op(picture, "PosterizeIncreasing", 0), 0 * x)  # level 10
+    np.testing.assert_array_equal(apply_op(picture, "Posterize", 8), x)
     np.testing.assert_array_equal(
         apply_op(picture, "SolarizeIncreasing", 100), np.where(x >= 100, 255 - x, x)
     )

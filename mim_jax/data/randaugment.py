@@ -99,6 +99,15 @@ def _affine(img: Image.Image, matrix: tuple[float, ...], fill, resample) -> Imag
     return img.transform(img.size, Image.Transform.AFFINE, matrix, resample, fillcolor=fill)
 
 
+def _posterize(img: Image.Image, bits: int) -> Image.Image:
+    """Keeps the ``bits`` most significant bits (0 keeps none: black, as Pillow < 10 did for
+    timm's magnitude-10 PosterizeIncreasing; current Pillow rejects 0)."""
+    if bits >= 8:
+        return img
+    mask = 0xFF & ~(2 ** (8 - bits) - 1)
+    return img.point([i & mask for i in range(256)] * len(img.getbands()))
+
+
 def _solarize_add(img: Image.Image, add: int, thresh: int = 128) -> Image.Image:
     lut = [min(255, i + add) if i < thresh else i for i in range(256)]
     return img.point(lut * len(img.getbands()))
@@ -136,7 +145,7 @@ def apply_op(
     elif base == "Rotate":
         out = img.rotate(arg, resample=resample, fillcolor=fill_value)
     elif base == "Posterize":
-        out = img if arg >= 8 else ImageOps.posterize(img, int(arg))
+        out = _posterize(img, int(arg))
     elif base == "Solarize":
         out = ImageOps.solarize(img, int(arg))
     elif base == "SolarizeAdd":

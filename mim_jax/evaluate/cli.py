@@ -130,6 +130,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     d.add_argument("--train-limit", type=int, help="use a random subset of the train split")
     d.add_argument("--val-limit", type=int, help="use a random subset of the val split")
     d.add_argument(
+        "--data-workers",
+        type=int,
+        default=0,
+        help="grain worker processes for augmented training images (linear, finetune)",
+    )
+    d.add_argument(
         "--crop-fraction",
         type=float,
         help="evaluation transform: shorter side to size / fraction, centre crop (default: the "
@@ -331,6 +337,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             lr=args.lr,
             weight_decay=args.weight_decay,
             seed=args.seed,
+            data_workers=args.data_workers,
         )
         extractor = FeatureExtractor(pretrained.encoder, args.pool, args.feature_batch_size)
         out = linear_probe(extractor, eval_data, lp_config, augment=hp["augment"])
@@ -363,6 +370,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             reprob=hp["reprob"],
             remode=args.remode,
             recount=args.recount,
+            data_workers=args.data_workers,
             eval_every_epochs=args.eval_every_epochs,
             seed=args.seed,
         )

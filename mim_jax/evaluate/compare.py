@@ -51,7 +51,9 @@ def evaluate_encoder(
     train = extract_features(extractor, splits.train, size, log=log, crop_fraction=crop)
     val = extract_features(extractor, splits.val, size, log=log, crop_fraction=crop)
     knn = knn_classify(*train, *val, num_classes=splits.num_classes, ks=(20,))
-    recipe = dict(RECIPES["digits"]["linear"], epochs=probe_epochs)
+    fields = LinearProbeConfig.__dataclass_fields__  # the recipe also names transforms
+    recipe = {k: v for k, v in RECIPES["digits"]["linear"].items() if k in fields}
+    recipe["epochs"] = probe_epochs
     recipe["warmup_epochs"] = min(recipe["warmup_epochs"], max(probe_epochs // 9, 1))
     probe = train_on_features(
         *train, *val, num_classes=splits.num_classes, config=LinearProbeConfig(**recipe), log=log

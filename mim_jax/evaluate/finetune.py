@@ -102,6 +102,7 @@ class FinetuneConfig:
     reprob: float = 0.25  # RandomErasing probability (0: off)
     remode: str = "pixel"
     recount: int = 1
+    data_workers: int = 0  # grain worker processes for the train transform (0: in-process)
     eval_batch_size: int = 256
     eval_every_epochs: int = 0  # 0: evaluate after the last epoch only
     seed: int = 0
@@ -463,6 +464,7 @@ def finetune(
         image_size=eval_data.image_size,
         seed=config.seed,
         transform=train_transform(config, eval_data.image_size, eval_data.crop_fraction),
+        worker_count=config.data_workers,
         process_index=jax.process_index(),
         process_count=process_count,
     )

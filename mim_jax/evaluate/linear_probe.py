@@ -52,6 +52,7 @@ class LinearProbeConfig:
     momentum: float = 0.9
     bn_momentum: float = 0.1
     seed: int = 0
+    data_workers: int = 0  # grain worker processes for the augmented path (0: in-process)
 
     def peak_lr(self) -> float:
         return float(self.lr) if self.lr is not None else self.blr * self.batch_size / 256
@@ -258,6 +259,7 @@ def _train_augmented(extractor, eval_data, val, config, log) -> dict[str, Any]:
         image_size=eval_data.image_size,
         seed=config.seed,
         transform=data.LinearProbeAugment(eval_data.image_size),
+        worker_count=config.data_workers,
     )
     loss = float("nan")
     history = []
