@@ -6,8 +6,12 @@ folders: ``<path>/train`` (or ``<path>``) and ``<path>/val`` or ``val_path``, cl
 labels; TFDS: train / validation, prepared, never downloaded; synthetic: random labels, chance
 accuracy expected).
 
-The evaluation transform is the pipeline's: resize the whole image (bicubic) to the model's
-size and normalise with the ImageNet mean/std used in pretraining (no augmentation).
+The evaluation transform is MAE's (``util/datasets.py``; :func:`mim_jax.data.eval_transform`):
+the shorter side resized (bicubic) to ``int(size / crop_fraction)``, the centre ``size x size``
+cropped, ImageNet normalisation. Every protocol uses it for validation images (kNN, the probe,
+fine-tuning, the periodic kNN). :func:`default_crop_fraction` is MAE's rule (0.875 up to 224
+pixels, 1.0 above) except for digits, whose 8x8 glyphs fill the frame: they keep the whole image
+(1.0). Jobs set it with their config's ``crop_fraction``.
 """
 
 from __future__ import annotations
@@ -72,13 +76,30 @@ def subset(source: RandomAccessSource, limit: int | None, seed: int = 0) -> Rand
 
 @dataclasses.dataclass
 class EvalData:
-    """Labelled ``train`` / ``val`` sources, the class count and the model's input side."""
+    """Labelled ``train`` / ``val`` sources, the class count, the model's input side and the
+    evaluation transform's crop fraction (see :func:`mim_jax.data.eval_transform`)."""
 
     train: RandomAccessSource
     val: RandomAccessSource
     num_classes: int
     image_size: int
     description: str
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION
+
+
+def default_crop_fraction(source_kind: str, image_size: int) -> float:
+    """The evaluation crop fraction for a dataset kind: 1.0 (whole image) for the bundled digits,
+    else MAE's :func:`mim_jax.data.mae_crop_fraction` (0.875 up to 224 pixels, 1.0 above)."""
+    return 1.0 if source_kind == "digits" else data.mae_crop_fraction(image_size)
+
+
+def check_crop_fraction(crop_fraction: float) -> float:
+    """``crop_fraction`` as a float in (0, 1]; raises ValueError otherwise."""
+    if not 0.0 < float(crop_fraction) <= 1.0:
+        raise ValueError(
+            f"crop fraction must be in (0, 1] (MAE: 0.875 = 224/256), got {crop_fraction}."
+        )
+    return float(crop_fraction)
 
 
 def eval_sources(
@@ -92,6 +113,7 @@ def eval_sources(
     train_limit: int | None = None,
     val_limit: int | None = None,
     seed: int = 0,
+    crop_fraction: float | None = None,
 ) -> EvalData:
     """The labelled train/val sources for a run's ``config`` (see the module docstring).
 
@@ -102,6 +124,7 @@ def eval_sources(
       data_dir: TFDS data directory.
       num_classes: overrides the class count read from the sources.
       train_limit / val_limit: keep a random subset of this many records (seeded by ``seed``).
+      crop_fraction: the evaluation crop fraction (None: :func:`default_crop_fraction`).
 
     Raises:
       ValueError: an unknown source or split, unlabelled data, or no validation set.
@@ -141,7 +164,11 @@ def eval_sources(
     classes = num_classes or _num_classes(train)
     train = subset(train, train_limit, seed)
     val = subset(val, val_limit, seed + 1)
-    return EvalData(train, val, int(classes), side, f"{what} ({len(train)}/{len(val)} images)")
+    if crop_fraction is None:
+        crop_fraction = default_crop_fraction(kind, side)
+    crop_fraction = check_crop_fraction(crop_fraction)
+    what = f"{what} ({len(train)}/{len(val)} images, eval crop {crop_fraction:g})"
+    return EvalData(train, val, int(classes), side, what, crop_fraction)
 
 
 def _num_classes(source: Any) -> int:
@@ -158,24 +185,34 @@ def _num_classes(source: Any) -> int:
     raise ValueError(f"cannot tell the number of classes of {source!r}; pass --num-classes.")
 
 
-def _transform(image_size: int) -> Callable[[dict[str, Any]], tuple[np.ndarray, int]]:
+def _transform(
+    image_size: int, crop_fraction: float
+) -> Callable[[dict[str, Any]], tuple[np.ndarray, int]]:
     def apply(record: dict[str, Any]) -> tuple[np.ndarray, int]:
-        image = data.eval_transform(np.asarray(record["image"]), image_size)
+        image = data.eval_transform(
+            np.asarray(record["image"]), image_size, crop_fraction=crop_fraction
+        )
         return image, int(record["label"])
 
     return apply
 
 
 def iterate_batches(
-    source: RandomAccessSource, batch_size: int, image_size: int, threads: int = 4
+    source: RandomAccessSource,
+    batch_size: int,
+    image_size: int,
+    threads: int = 4,
+    *,
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every record of ``source`` once, in order, in batches (the last may be smaller).
 
-    Yields ``(images float32[b, S, S, C], labels int32[b])`` with the evaluation transform.
+    Yields ``(images float32[b, S, S, C], labels int32[b])`` with the evaluation transform
+    (:func:`mim_jax.data.eval_transform` at ``crop_fraction``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    apply = _transform(image_size)
+    apply = _transform(image_size, crop_fraction)
     with ThreadPoolExecutor(max(1, threads)) as pool:
         for start in range(0, len(source), batch_size):
             records = [source[i] for i in range(start, min(start + batch_size, len(source)))]
@@ -186,10 +223,15 @@ def iterate_batches(
 
 
 def load_arrays(
-    source: RandomAccessSource, image_size: int, batch_size: int = 256
+    source: RandomAccessSource,
+    image_size: int,
+    batch_size: int = 256,
+    *,
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The whole (small) source as ``(images float32[N, S, S, C], labels int32[N])``."""
-    images, labels = zip(*iterate_batches(source, batch_size, image_size), strict=True)
+    batches = iterate_batches(source, batch_size, image_size, crop_fraction=crop_fraction)
+    images, labels = zip(*batches, strict=True)
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -261,13 +303,16 @@ def extract_features(
     *,
     name: str = "features",
     log: Callable[[str], None] | None = None,
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(features float32[N, D], labels int32[N])`` of every record of ``source``, in order."""
+    """``(features float32[N, D], labels int32[N])`` of every record of ``source``, in order
+    (evaluation transform at ``crop_fraction``)."""
     log = log or progress
     feats, labels = [], []
     start, last = time.perf_counter(), time.perf_counter()
     done = 0
-    for images, batch_labels in iterate_batches(source, extractor.batch_size, image_size):
+    batches = iterate_batches(source, extractor.batch_size, image_size, crop_fraction=crop_fraction)
+    for images, batch_labels in batches:
         feats.append(extractor(images))
         labels.append(batch_labels)
         done += len(batch_labels)

@@ -2,7 +2,9 @@
 
 kNN (DINO protocol, k = 20, T = 0.07) on cls features of a fixed labelled subset: at most
 ``train_examples`` images of the evaluation train split as the memory bank and ``val_examples``
-of the val split as queries (random but fixed subsets, seed 0). The images are resized once, at
+of the val split as queries (random but fixed subsets, seed 0). The images get the evaluation
+transform's resize and centre crop (:func:`mim_jax.evaluate.data.default_crop_fraction`: MAE's
+0.875 up to 224 pixels, the whole image for digits) once, at
 construction, and kept as uint8 on the host; each evaluation encodes them with the train state's
 current encoder (one jit-compiled forward, batches of ``batch_size``) and votes. On the demo
 (1000 + 360 digits at 32x32, a 4-block width-64 encoder) one evaluation takes well under a second.
@@ -32,12 +34,13 @@ from mim_jax.train import pretrain
 METRIC = "knn_top1"
 
 
-def _resized(source, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8[N, S, S, C] resized images, int32[N] labels) of every record of ``source``."""
+def _resized(source, image_size: int, crop_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8[N, S, S, C] images, int32[N] labels) of every record of ``source``, resized and
+    centre-cropped as the evaluation transform does (normalised later, per batch)."""
     images, labels = [], []
     for i in range(len(source)):
         record = source[i]
-        images.append(data.resize(np.asarray(record["image"]), image_size))
+        images.append(data.eval_crop(np.asarray(record["image"]), image_size, crop_fraction))
         labels.append(int(record["label"]))
     return np.stack(images), np.asarray(labels, np.int32)
 
@@ -72,8 +75,9 @@ class PeriodicEvaluator:
         self.num_classes = splits.num_classes
         self.k = k
         self.batch_size = batch_size
-        self.train_images, self.train_labels = _resized(splits.train, self.image_size)
-        self.val_images, self.val_labels = _resized(splits.val, self.image_size)
+        crop = splits.crop_fraction
+        self.train_images, self.train_labels = _resized(splits.train, self.image_size, crop)
+        self.val_images, self.val_labels = _resized(splits.val, self.image_size, crop)
         for name, labels in (("train", self.train_labels), ("val", self.val_labels)):
             if labels.min() < 0 or labels.max() >= self.num_classes:
                 raise ValueError(

@@ -88,7 +88,10 @@ def reconstruction_hook(config, layout: StateLayout, source, workdir: str) -> Ho
     count = min(RECON_IMAGES, len(source))
     side = data.square_side(config.model.image_size)
     images = np.stack(
-        [data.eval_transform(np.asarray(source[i]["image"]), side) for i in range(count)]
+        [
+            data.eval_transform(np.asarray(source[i]["image"]), side, crop_fraction=1.0)
+            for i in range(count)
+        ]
     )
     recon = _recon_fn(layout.graphdef)
     spec = masking.mask_spec_from_config(config)
