@@ -5,12 +5,21 @@ Sources return ``{"image": uint8[H, W, C], "label": int}`` per index:
 folders, Pillow), ``TfdsSource`` (prepared TFDS datasets via ``tfds.data_source``) and
 ``SyntheticSource`` (deterministic noise for benchmarks). ``make_pipeline`` turns one into a
 sharded, checkpointable grain iterator of ``{"image": float32[B, S, S, C], "label": int32[B]}``.
+The evaluation protocols' transforms (MAE's eval crop, the linear probe's and fine-tuning's train
+augmentation with RandAugment and RandomErasing) live in ``augment``, ``randaugment`` and
+``random_erasing`` and run as grain record transforms (``LinearProbeAugment``,
+``FinetuneAugment``, ``EvalTransform``).
 """
 
 from mim_jax.data.augment import (
+    DEFAULT_CROP_FRACTION,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    eval_crop,
     eval_transform,
+    finetune_train_transform,
+    linprobe_train_transform,
+    mae_crop_fraction,
     mae_train_transform,
     normalize,
     random_resized_crop_params,
@@ -18,23 +27,46 @@ from mim_jax.data.augment import (
 )
 from mim_jax.data.digits import DigitsSource
 from mim_jax.data.folder import FolderSource
-from mim_jax.data.pipeline import EvalTransform, MaeTrainAugment, make_pipeline
+from mim_jax.data.pipeline import (
+    EvalTransform,
+    FinetuneAugment,
+    LinearProbeAugment,
+    MaeTrainAugment,
+    make_pipeline,
+)
+from mim_jax.data.randaugment import MAE_POLICY, RandAugment
+from mim_jax.data.random_erasing import RandomErasing
+from mim_jax.data.sources import SOURCES, build_source, folder_split_path, square_side
 from mim_jax.data.synthetic import SyntheticSource
 from mim_jax.data.tfds_source import TfdsSource
 
 __all__ = [
+    "DEFAULT_CROP_FRACTION",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAE_POLICY",
+    "SOURCES",
     "DigitsSource",
     "EvalTransform",
+    "FinetuneAugment",
     "FolderSource",
+    "LinearProbeAugment",
     "MaeTrainAugment",
+    "RandAugment",
+    "RandomErasing",
     "SyntheticSource",
     "TfdsSource",
+    "build_source",
+    "eval_crop",
     "eval_transform",
+    "finetune_train_transform",
+    "folder_split_path",
+    "linprobe_train_transform",
+    "mae_crop_fraction",
     "mae_train_transform",
     "make_pipeline",
     "normalize",
     "random_resized_crop_params",
     "resize",
+    "square_side",
 ]

@@ -1,9 +1,6 @@
 """Image-folder source for users' own data, decoded with Pillow.
 
 Layouts:
-  * split: ``root/train/...`` and ``root/val/...`` (the layout evaluation expects): when every
-    sub-folder of ``root`` is a split name (train, val, validation, test) the source reads
-    ``root/<split>`` (``split`` argument, default ``train``), never the splits as classes.
   * labelled: ``root/<class_name>/**/<image>``; labels are the indices of the sorted class-folder
     names (as torchvision's ``ImageFolder``). Loose image files directly in ``root`` are ignored.
   * unlabelled: ``root/<image>`` (a flat folder with no class subfolders); every label is -1.
@@ -45,7 +42,6 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-SPLIT_NAMES = frozenset({"train", "val", "validation", "test"})
 
 # Images grain decodes at once (reader threads) and keeps read ahead: with its defaults (16, 500)
 # 500 full-size decoded photos could be in memory. See read_plan.
@@ -134,7 +130,6 @@ class FolderSource:
         root: the folder (see the module docstring for layouts).
         channels: 3 (RGB) or 1 (grey); every image is converted.
         validate: decode every file at construction and drop unreadable ones (see policy above).
-        split: the sub-folder to read when ``root`` holds only split folders (train/val/...).
         max_image_bytes: skip (and report) images that would take more to decode; None: no cap.
 
     ``source[i]`` returns ``{"image": uint8[H, W, channels], "label": int}``; ``H, W`` vary per
@@ -149,7 +144,6 @@ class FolderSource:
         channels: Literal[1, 3] = 3,
         validate: bool = False,
         *,
-        split: str = "train",
         max_image_bytes: int | None = None,
     ):
         if channels not in (1, 3):
@@ -157,7 +151,6 @@ class FolderSource:
         root_path = Path(root)
         if not root_path.is_dir():
             raise FileNotFoundError(f"image folder not found: {root_path}")
-        root_path = _split_root(root_path, split)
         self.root = root_path
         self.channels = channels
         self.max_image_bytes = max_image_bytes
@@ -242,20 +235,3 @@ class FolderSource:
         return (
             f"FolderSource(root={str(self.root)!r}, n={len(self)}, classes={len(self.class_names)})"
         )
-
-
-def _split_root(root: Path, split: str) -> Path:
-    """``root/split`` when every visible sub-folder of ``root`` is a split name, else ``root``.
-
-    Raises:
-      FileNotFoundError: ``root`` has split folders but not ``split``.
-    """
-    subdirs = {p.name for p in root.iterdir() if p.is_dir() and _visible(p)}
-    if not subdirs or not subdirs <= SPLIT_NAMES:
-        return root
-    if split not in subdirs:
-        raise FileNotFoundError(
-            f"{root} holds split folders ({', '.join(sorted(subdirs))}) but not {split!r} "
-            f"(config.data.split)"
-        )
-    return root / split

@@ -19,6 +19,8 @@ import numpy as np
 
 from mim_jax.data import augment as aug
 from mim_jax.data.folder import READ_BUFFER, READ_THREADS
+from mim_jax.data.randaugment import RandAugment
+from mim_jax.data.random_erasing import RandomErasing
 
 
 class RandomAccessSource(Protocol):
@@ -56,16 +58,63 @@ class MaeTrainAugment(grain.transforms.RandomMap):
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalTransform(grain.transforms.Map):
-    """grain Map: resize the whole image to ``image_size`` (bicubic) and normalise."""
+class LinearProbeAugment(grain.transforms.RandomMap):
+    """grain RandomMap: MAE's linear-probe train transform
+    (:func:`mim_jax.data.augment.linprobe_train_transform`) with the per-record generator."""
 
     image_size: int
     mean: tuple[float, ...] = aug.IMAGENET_MEAN
     std: tuple[float, ...] = aug.IMAGENET_STD
 
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        image = aug.linprobe_train_transform(
+            np.asarray(element["image"]), rng, self.image_size, self.mean, self.std
+        )
+        return {"image": image, "label": np.int32(element["label"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneAugment(grain.transforms.RandomMap):
+    """grain RandomMap: MAE's fine-tuning train transform (RandomResizedCrop + flip +
+    ``rand_augment`` + normalise + ``erasing``; :func:`mim_jax.data.augment.
+    finetune_train_transform`) with the per-record generator. ``None`` switches a stage off."""
+
+    image_size: int
+    rand_augment: RandAugment | None = None
+    erasing: RandomErasing | None = None
+    mean: tuple[float, ...] = aug.IMAGENET_MEAN
+    std: tuple[float, ...] = aug.IMAGENET_STD
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        image = aug.finetune_train_transform(
+            np.asarray(element["image"]),
+            rng,
+            self.image_size,
+            rand_augment=self.rand_augment,
+            erasing=self.erasing,
+            mean=self.mean,
+            std=self.std,
+        )
+        return {"image": image, "label": np.int32(element["label"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTransform(grain.transforms.Map):
+    """grain Map: MAE's evaluation transform (shorter side to ``int(image_size /
+    crop_fraction)``, bicubic; centre crop ``image_size``; normalise)."""
+
+    image_size: int
+    mean: tuple[float, ...] = aug.IMAGENET_MEAN
+    std: tuple[float, ...] = aug.IMAGENET_STD
+    crop_fraction: float = aug.DEFAULT_CROP_FRACTION
+
     def map(self, element: dict[str, Any]) -> dict[str, Any]:
         image = aug.eval_transform(
-            np.asarray(element["image"]), self.image_size, self.mean, self.std
+            np.asarray(element["image"]),
+            self.image_size,
+            self.mean,
+            self.std,
+            crop_fraction=self.crop_fraction,
         )
         return {"image": image, "label": np.int32(element["label"])}
 
@@ -86,6 +135,7 @@ def make_pipeline(
     mean: Sequence[float] = aug.IMAGENET_MEAN,
     std: Sequence[float] = aug.IMAGENET_STD,
     scale: tuple[float, float] = (0.2, 1.0),
+    transform: grain.transforms.Map | grain.transforms.RandomMap | None = None,
     read_threads: int = READ_THREADS,
     read_buffer: int = READ_BUFFER,
 ) -> grain.DataLoaderIterator:
@@ -102,12 +152,15 @@ def make_pipeline(
         process_index / process_count: this host's shard (``jax.process_index()`` /
             ``jax.process_count()``); each host reads only its ``len // process_count`` records
             (the remainder is dropped so hosts stay in step).
-        augment: MAE train augmentation (RandomResizedCrop + flip + normalise); ``False`` gives a
-            deterministic resize + normalise.
+        augment: MAE train augmentation (RandomResizedCrop + flip + normalise); ``False`` gives
+            the deterministic evaluation transform (:class:`EvalTransform`).
         worker_count: grain worker processes (0 = in this process).
         worker_buffer_size: batches each worker prepares ahead.
         mean / std: normalisation constants (per channel, in [0, 1] units).
         scale: RandomResizedCrop area range.
+        transform: a record transform replacing the ``augment`` choice (e.g.
+            :class:`LinearProbeAugment`, :class:`FinetuneAugment`); it runs in the workers, a
+            ``RandomMap`` with grain's per-record generator.
         read_threads / read_buffer: records decoded at once and read ahead: at most their sum
             of full-size decoded images is in memory (grain's default, 16 + 500, let large
             images exhaust memory); see :func:`mim_jax.data.folder.read_plan`.
@@ -134,10 +187,9 @@ def make_pipeline(
         num_epochs=num_epochs,
         seed=seed,
     )
-    transform: grain.transforms.Map | grain.transforms.RandomMap
-    if augment:
+    if transform is None and augment:
         transform = MaeTrainAugment(image_size, scale=scale, mean=tuple(mean), std=tuple(std))
-    else:
+    elif transform is None:
         transform = EvalTransform(image_size, mean=tuple(mean), std=tuple(std))
     if worker_count:
         _ensure_absl_flags_parsed()

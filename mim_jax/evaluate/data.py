@@ -1,21 +1,23 @@
 """Labelled train/val data for evaluation, deterministic batches and frozen-encoder features.
 
-The pretraining run's config decides the dataset (``config.data.source``):
+The pretraining run's config decides the dataset (``config.data.source``), read through
+:func:`mim_jax.data.build_source` with its ``train`` and ``val`` splits (digits: train / test;
+folders: ``<path>/train`` (or ``<path>``) and ``<path>/val`` or ``val_path``, class subfolders as
+labels; TFDS: train / validation, prepared, never downloaded; synthetic: random labels, chance
+accuracy expected).
 
-- ``digits``: the bundled scikit-learn digits, ``split`` "train" (1437) / "test" (360);
-- ``folder``: ``config.data.path`` (or ``<path>/train``) for training and ``val_path`` (or
-  ``<path>/val``) for validation, class subfolders as labels;
-- ``tfds``: ``config.data.name``, splits ``train`` / ``validation`` (prepared, never downloaded);
-- ``synthetic``: noise with random labels (smoke tests only: chance accuracy is expected).
-
-The evaluation transform is the pipeline's: resize the whole image (bicubic) to the model's
-size and normalise with the ImageNet mean/std used in pretraining (no augmentation).
+The evaluation transform is MAE's (``util/datasets.py``; :func:`mim_jax.data.eval_transform`):
+the shorter side resized (bicubic) to ``int(size / crop_fraction)``, the centre ``size x size``
+cropped, ImageNet normalisation. Every protocol uses it for validation images (kNN, the probe,
+fine-tuning, the periodic kNN). :func:`default_crop_fraction` is MAE's rule (0.875 up to 224
+pixels, 1.0 above) except for digits, whose 8x8 glyphs fill the frame: they keep the whole image
+(1.0). Jobs set it with their config's ``crop_fraction``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,9 +32,9 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from mim_jax import data
+from mim_jax.core.sharding import batch_sharding, make_mesh, replicated
 from mim_jax.data.pipeline import RandomAccessSource
 from mim_jax.models.vit import ViTEncoder
-from mim_jax.train.sharding import batch_sharding, make_mesh, replicated
 
 Pool = Literal["cls", "mean"]
 POOLS = ("cls", "mean")
@@ -55,6 +57,11 @@ class Subset:
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.source[int(self.indices[int(index)])]
 
+    def __repr__(self) -> str:
+        # grain compares repr(source) when restoring an iterator: name the records exactly.
+        digest = hashlib.sha1(self.indices.tobytes()).hexdigest()[:12]
+        return f"Subset({self.source!r}, n={len(self)}, indices={digest})"
+
 
 def subset(source: RandomAccessSource, limit: int | None, seed: int = 0) -> RandomAccessSource:
     """At most ``limit`` records of ``source``, drawn without replacement with ``seed`` (sorted,
@@ -69,24 +76,30 @@ def subset(source: RandomAccessSource, limit: int | None, seed: int = 0) -> Rand
 
 @dataclasses.dataclass
 class EvalData:
-    """Labelled ``train`` / ``val`` sources, the class count and the model's input side."""
+    """Labelled ``train`` / ``val`` sources, the class count, the model's input side and the
+    evaluation transform's crop fraction (see :func:`mim_jax.data.eval_transform`)."""
 
     train: RandomAccessSource
     val: RandomAccessSource
     num_classes: int
     image_size: int
     description: str
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION
 
 
-def _side(image_size: Any) -> int:
-    if isinstance(image_size, int):
-        return image_size
-    sizes = tuple(int(s) for s in image_size)
-    if len(set(sizes)) != 1:
+def default_crop_fraction(source_kind: str, image_size: int) -> float:
+    """The evaluation crop fraction for a dataset kind: 1.0 (whole image) for the bundled digits,
+    else MAE's :func:`mim_jax.data.mae_crop_fraction` (0.875 up to 224 pixels, 1.0 above)."""
+    return 1.0 if source_kind == "digits" else data.mae_crop_fraction(image_size)
+
+
+def check_crop_fraction(crop_fraction: float) -> float:
+    """``crop_fraction`` as a float in (0, 1]; raises ValueError otherwise."""
+    if not 0.0 < float(crop_fraction) <= 1.0:
         raise ValueError(
-            f"evaluation supports square images only; config.model.image_size={image_size}."
+            f"crop fraction must be in (0, 1] (MAE: 0.875 = 224/256), got {crop_fraction}."
         )
-    return sizes[0]
+    return float(crop_fraction)
 
 
 def eval_sources(
@@ -100,6 +113,7 @@ def eval_sources(
     train_limit: int | None = None,
     val_limit: int | None = None,
     seed: int = 0,
+    crop_fraction: float | None = None,
 ) -> EvalData:
     """The labelled train/val sources for a run's ``config`` (see the module docstring).
 
@@ -110,48 +124,29 @@ def eval_sources(
       data_dir: TFDS data directory.
       num_classes: overrides the class count read from the sources.
       train_limit / val_limit: keep a random subset of this many records (seeded by ``seed``).
+      crop_fraction: the evaluation crop fraction (None: :func:`default_crop_fraction`).
 
     Raises:
       ValueError: an unknown source or split, unlabelled data, or no validation set.
     """
     if config.model.get("num_frames") is not None:
         raise ValueError("evaluation supports image models only (config.model.num_frames is set).")
-    side = _side(config.model.image_size)
-    channels = int(config.model.channels)
+    side = data.square_side(config.model.image_size)
     kind = config.data.source
+    kw = dict(image_size=side, channels=int(config.model.channels), data_dir=data_dir)
     if kind == "digits":
-        tr, va = train_split or "train", val_split or "test"
-        for split in (tr, va):
-            if split not in DIGITS_SPLITS:
+        for split in (train_split, val_split):
+            if split is not None and split not in DIGITS_SPLITS:
                 raise ValueError(f"digits split {split!r}; valid: {', '.join(DIGITS_SPLITS)}.")
-        train = data.DigitsSource(image_size=side, channels=channels, split=tr)
-        val = data.DigitsSource(image_size=side, channels=channels, split=va)
-        what = f"digits {tr}/{va}"
-    elif kind == "synthetic":
-        n = int(config.data.num_examples or 1024)
-        train = data.SyntheticSource(n, image_size=side, channels=channels, seed=0)
-        val = data.SyntheticSource(max(n // 4, 1), image_size=side, channels=channels, seed=1)
-        what = "synthetic noise (random labels)"
-    elif kind == "folder":
-        root = config.data.path
-        if not root:
-            raise ValueError("config.data.source='folder' needs config.data.path.")
-        train_root = (
-            os.path.join(root, "train") if os.path.isdir(os.path.join(root, "train")) else root
-        )
-        if val_path is None:
-            candidate = os.path.join(root, "val")
-            if not os.path.isdir(candidate):
-                raise ValueError(
-                    f"no validation folder: pass --val-path, or put the images in {root}/train "
-                    f"and {root}/val (class subfolders in each)."
-                )
-            val_path = candidate
-        train = data.FolderSource(train_root, channels=channels)
-        val = data.FolderSource(val_path, channels=channels)
+    train = data.build_source(config.data, train_split or "train", **kw)
+    if kind == "folder" and val_path is not None:
+        val = data.FolderSource(val_path, channels=kw["channels"])
+    else:
+        val = data.build_source(config.data, val_split or "val", **kw)
+    if kind == "folder":
         if not train.class_names or not val.class_names:
             raise ValueError(
-                f"image folders {train_root} and {val_path} must both hold class subfolders "
+                f"image folders {train.root} and {val.root} must both hold class subfolders "
                 "(root/<class>/<image>) for labelled evaluation."
             )
         if train.class_names != val.class_names:
@@ -159,20 +154,21 @@ def eval_sources(
                 f"train classes {train.class_names[:5]}... differ from val classes "
                 f"{val.class_names[:5]}...; both folders need the same class subfolders."
             )
-        what = f"folders {train_root} / {val_path}"
-    elif kind == "tfds":
-        tr, va = train_split or "train", val_split or "validation"
-        train = data.TfdsSource(config.data.name, split=tr, data_dir=data_dir)
-        val = data.TfdsSource(config.data.name, split=va, data_dir=data_dir)
-        what = f"tfds {config.data.name} {tr}/{va}"
-    else:
-        raise ValueError(
-            f"config.data.source={kind!r} is not one of digits, folder, tfds, synthetic."
-        )
+    what = {
+        "digits": f"digits {train_split or 'train'}/{val_split or 'test'}",
+        "synthetic": "synthetic noise (random labels)",
+        "folder": f"folders {getattr(train, 'root', '')} / {getattr(val, 'root', '')}",
+        "tfds": f"tfds {config.data.get('name')} {train_split or 'train'}/"
+        f"{val_split or 'validation'}",
+    }.get(kind, kind)
     classes = num_classes or _num_classes(train)
     train = subset(train, train_limit, seed)
     val = subset(val, val_limit, seed + 1)
-    return EvalData(train, val, int(classes), side, f"{what} ({len(train)}/{len(val)} images)")
+    if crop_fraction is None:
+        crop_fraction = default_crop_fraction(kind, side)
+    crop_fraction = check_crop_fraction(crop_fraction)
+    what = f"{what} ({len(train)}/{len(val)} images, eval crop {crop_fraction:g})"
+    return EvalData(train, val, int(classes), side, what, crop_fraction)
 
 
 def _num_classes(source: Any) -> int:
@@ -189,24 +185,34 @@ def _num_classes(source: Any) -> int:
     raise ValueError(f"cannot tell the number of classes of {source!r}; pass --num-classes.")
 
 
-def _transform(image_size: int) -> Callable[[dict[str, Any]], tuple[np.ndarray, int]]:
+def _transform(
+    image_size: int, crop_fraction: float
+) -> Callable[[dict[str, Any]], tuple[np.ndarray, int]]:
     def apply(record: dict[str, Any]) -> tuple[np.ndarray, int]:
-        image = data.eval_transform(np.asarray(record["image"]), image_size)
+        image = data.eval_transform(
+            np.asarray(record["image"]), image_size, crop_fraction=crop_fraction
+        )
         return image, int(record["label"])
 
     return apply
 
 
 def iterate_batches(
-    source: RandomAccessSource, batch_size: int, image_size: int, threads: int = 4
+    source: RandomAccessSource,
+    batch_size: int,
+    image_size: int,
+    threads: int = 4,
+    *,
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every record of ``source`` once, in order, in batches (the last may be smaller).
 
-    Yields ``(images float32[b, S, S, C], labels int32[b])`` with the evaluation transform.
+    Yields ``(images float32[b, S, S, C], labels int32[b])`` with the evaluation transform
+    (:func:`mim_jax.data.eval_transform` at ``crop_fraction``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    apply = _transform(image_size)
+    apply = _transform(image_size, crop_fraction)
     with ThreadPoolExecutor(max(1, threads)) as pool:
         for start in range(0, len(source), batch_size):
             records = [source[i] for i in range(start, min(start + batch_size, len(source)))]
@@ -217,10 +223,15 @@ def iterate_batches(
 
 
 def load_arrays(
-    source: RandomAccessSource, image_size: int, batch_size: int = 256
+    source: RandomAccessSource,
+    image_size: int,
+    batch_size: int = 256,
+    *,
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The whole (small) source as ``(images float32[N, S, S, C], labels int32[N])``."""
-    images, labels = zip(*iterate_batches(source, batch_size, image_size), strict=True)
+    batches = iterate_batches(source, batch_size, image_size, crop_fraction=crop_fraction)
+    images, labels = zip(*batches, strict=True)
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -292,13 +303,16 @@ def extract_features(
     *,
     name: str = "features",
     log: Callable[[str], None] | None = None,
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(features float32[N, D], labels int32[N])`` of every record of ``source``, in order."""
+    """``(features float32[N, D], labels int32[N])`` of every record of ``source``, in order
+    (evaluation transform at ``crop_fraction``)."""
     log = log or progress
     feats, labels = [], []
     start, last = time.perf_counter(), time.perf_counter()
     done = 0
-    for images, batch_labels in iterate_batches(source, extractor.batch_size, image_size):
+    batches = iterate_batches(source, extractor.batch_size, image_size, crop_fraction=crop_fraction)
+    for images, batch_labels in batches:
         feats.append(extractor(images))
         labels.append(batch_labels)
         done += len(batch_labels)

@@ -2,13 +2,16 @@
 
 kNN (DINO protocol, k = 20, T = 0.07) on cls features of a fixed labelled subset: at most
 ``train_examples`` images of the evaluation train split as the memory bank and ``val_examples``
-of the val split as queries (random but fixed subsets, seed 0). The images are resized once, at
+of the val split as queries (random but fixed subsets, seed 0). The images get the evaluation
+transform's resize and centre crop (:func:`mim_jax.evaluate.data.default_crop_fraction`: MAE's
+0.875 up to 224 pixels, the whole image for digits) once, at
 construction, and kept as uint8 on the host; each evaluation encodes them with the train state's
 current encoder (one jit-compiled forward, batches of ``batch_size``) and votes. On the demo
 (1000 + 360 digits at 32x32, a 4-block width-64 encoder) one evaluation takes well under a second.
 
-The loop logs ``knn_top1`` / ``knn_top5`` in ``metrics.jsonl`` and keeps the best checkpoint by
-``knn_top1`` (``CheckpointStore(best_metric="knn_top1", best_mode="max")``).
+:func:`knn_hook` wraps it as a hook of the core loop (every ``eval_every`` steps and at every
+checkpoint save): the loop logs ``knn_top1`` / ``knn_top5`` in ``metrics.jsonl`` and keeps the
+best checkpoint by ``knn_top1``.
 """
 
 from __future__ import annotations
@@ -22,18 +25,22 @@ import numpy as np
 from flax import nnx
 
 from mim_jax import data
+from mim_jax.core.loop import Hook, RunResult
+from mim_jax.core.state import StateLayout
 from mim_jax.evaluate.data import eval_sources, pool_tokens
 from mim_jax.evaluate.knn import knn_classify
+from mim_jax.train import pretrain
 
 METRIC = "knn_top1"
 
 
-def _resized(source, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8[N, S, S, C] resized images, int32[N] labels) of every record of ``source``."""
+def _resized(source, image_size: int, crop_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8[N, S, S, C] images, int32[N] labels) of every record of ``source``, resized and
+    centre-cropped as the evaluation transform does (normalised later, per batch)."""
     images, labels = [], []
     for i in range(len(source)):
         record = source[i]
-        images.append(data.resize(np.asarray(record["image"]), image_size))
+        images.append(data.eval_crop(np.asarray(record["image"]), image_size, crop_fraction))
         labels.append(int(record["label"]))
     return np.stack(images), np.asarray(labels, np.int32)
 
@@ -68,8 +75,9 @@ class PeriodicEvaluator:
         self.num_classes = splits.num_classes
         self.k = k
         self.batch_size = batch_size
-        self.train_images, self.train_labels = _resized(splits.train, self.image_size)
-        self.val_images, self.val_labels = _resized(splits.val, self.image_size)
+        crop = splits.crop_fraction
+        self.train_images, self.train_labels = _resized(splits.train, self.image_size, crop)
+        self.val_images, self.val_labels = _resized(splits.val, self.image_size, crop)
         for name, labels in (("train", self.train_labels), ("val", self.val_labels)):
             if labels.min() < 0 or labels.max() >= self.num_classes:
                 raise ValueError(
@@ -109,25 +117,14 @@ class PeriodicEvaluator:
         )
         return {"knn_top1": result["knn_top1"], "knn_top5": result["knn_top5"]}
 
-    def log(self, state: Any, step: int, writer) -> dict[str, float]:
-        """Evaluates ``state`` and writes a metrics record at ``step`` (not counted in img/s)."""
-        writer.start(step)
-        start = time.perf_counter()
-        values = self(state)
-        writer.write(step, {**values, "eval_s": time.perf_counter() - start})
-        writer.start(step)
-        return values
 
-
-def make_periodic_evaluator(
-    config, graphdef: nnx.GraphDef, message: Callable[[str], None]
-) -> PeriodicEvaluator | None:
-    """A :class:`PeriodicEvaluator` when ``config.eval_every > 0`` and the data allows one;
-    otherwise None (saying why through ``message`` when evaluation was asked for)."""
+def knn_hook(config, layout: StateLayout, message: Callable[[str], None]) -> Hook | None:
+    """The periodic kNN evaluator as a core-loop hook when ``config.eval_every > 0`` and the
+    data allows one; otherwise None (saying why through ``message`` when it was asked for)."""
     if not config.get("eval_every"):
         return None
     try:
-        evaluator = PeriodicEvaluator(config, graphdef)
+        evaluator = PeriodicEvaluator(config, layout.graphdef)
     except (ValueError, FileNotFoundError) as err:
         message(f"eval_every={config.eval_every} but no kNN evaluation is possible: {err}")
         return None
@@ -135,4 +132,40 @@ def make_periodic_evaluator(
         f"kNN evaluation (k={evaluator.k}) every {config.eval_every} steps and at each "
         f"checkpoint on {evaluator.description}; best checkpoint by {METRIC}"
     )
-    return evaluator
+
+    def evaluate(state: Any, step: int) -> dict[str, float]:
+        start = time.perf_counter()
+        return {**evaluator(state), "eval_s": time.perf_counter() - start}
+
+    return Hook("kNN", evaluate, every=int(config.eval_every), at_save=True)
+
+
+def run_pretraining(
+    config,
+    workdir: str,
+    *,
+    max_steps: int | None = None,
+    compiled: Any = None,
+    message: Callable[[str], None] = lambda text: print(text, flush=True),
+    allow_config_change: bool = False,
+) -> RunResult:
+    """Pretrains ``config`` (:func:`mim_jax.train.run`) with the evaluators its config declares:
+    the periodic kNN evaluator when ``config.eval_every > 0``, best checkpoint by ``knn_top1``.
+
+    The training command, sweeps and notebooks call this; ``mim_jax.train.run`` alone trains
+    without evaluation.
+    """
+
+    def evaluators(layout: StateLayout) -> list[Hook]:
+        hook = knn_hook(config, layout, message)
+        return [hook] if hook is not None else []
+
+    return pretrain.run(
+        config,
+        workdir,
+        max_steps=max_steps,
+        compiled=compiled,
+        make_hooks=evaluators,
+        best_metric=METRIC if config.get("eval_every") else None,
+        allow_config_change=allow_config_change,
+    )

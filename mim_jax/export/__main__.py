@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [r for r in rest if args.target != "init-run" or not r.startswith("--config.")]
     if bad:
         parser.error(f"unrecognised arguments {bad} (init-run takes --config.field=value)")
-    from mim_jax.errors import RunError
+    from mim_jax.core.errors import RunError
     from mim_jax.export.to_timm import export_timm
     from mim_jax.export.to_transformers import export_transformers
 
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mask_ratio=args.mask_ratio,
             )
             hint = _LOAD_HINTS[args.arch]
-    except RunError as error:  # e.g. no usable checkpoint: its own exit code (mim_jax.errors)
+    except RunError as error:  # e.g. no usable checkpoint: its own exit code (mim_jax.core.errors)
         parser.exit(error.exit_code, f"error: {error}\n")
     except (FileNotFoundError, ImportError, ValueError) as error:
         parser.error(str(error))

@@ -5,11 +5,11 @@ stops (with a checkpoint) after N steps of this invocation, e.g. to fit a job's 
 
 Multi-process runs (TPU pod slices, SLURM jobs, several local processes) run the same command in
 every process; ``--distributed`` and ``--coordinator/--num-processes/--process-id`` say how the
-processes find each other (see :mod:`mim_jax.distributed`). The workdir must be a path every
+processes find each other (see :mod:`mim_jax.core.distributed`). The workdir must be a path every
 process sees: a shared disk, or a bucket mounted on every host (gcsfuse); the loop writes through
 the local filesystem API, so a bare gs:// URL does not work.
 
-Exit status (:mod:`mim_jax.errors`): 0 finished, paused or stopped by SIGTERM, also during
+Exit status (:mod:`mim_jax.core.errors`): 0 finished, paused or stopped by SIGTERM, also during
 start-up (rerun to resume); 1 an unexpected error; 2 bad arguments or config; 3 the loss or the
 parameters became NaN/inf; 4 another run holds the workdir; 5 the config differs from the
 checkpoint's (``--allow-config-change`` resumes anyway); 6 no usable checkpoint; 7 writing failed
@@ -31,7 +31,7 @@ import traceback
 from collections.abc import Sequence
 
 from mim_jax import runtime
-from mim_jax.errors import EXIT_CODES, ConfigError, RunError, WriteFailed
+from mim_jax.core.errors import EXIT_CODES, ConfigError, RunError, WriteFailed
 
 # OSErrors that mean the outputs cannot be written (exit 7) rather than a bad path (exit 2).
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM,
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from mim_jax import distributed
+    from mim_jax.core import distributed
 
     parser = argparse.ArgumentParser(
         prog="python -m mim_jax.train",
@@ -115,14 +115,14 @@ def _main(argv: Sequence[str] | None) -> int:
         print(distributed.describe(), flush=True)
 
     from mim_jax import configs
-    from mim_jax.train.loop import run
+    from mim_jax.evaluate.periodic import run_pretraining
 
     quiet = contextlib.nullcontext() if args.verbose else _quiet_library_logs(args.workdir)
 
     try:
         with quiet:
             config = configs.load(args.config, [r[2:] for r in rest])
-            result = run(
+            result = run_pretraining(
                 config,
                 args.workdir,
                 max_steps=args.max_steps,
@@ -147,15 +147,17 @@ def _quiet_library_logs(workdir: str):
 
     raise_exceptions = logging.raiseExceptions
     logging.raiseExceptions = False  # a full disk must not print logging's own tracebacks
-    absl = logging.getLogger("absl")
+    # absl: Orbax's log; asyncio: "Task exception was never retrieved" for each aborted write.
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
     try:
         os.makedirs(workdir, exist_ok=True)
         handler: logging.Handler = logging.FileHandler(os.path.join(workdir, "error.log"))
     except OSError:
         handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    absl.addHandler(handler)
-    absl.propagate = False
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
     stderr = sys.stderr
     sys.stderr = _TracebacksTo(stderr, handler)  # type: ignore[assignment]
     failed = False
@@ -169,8 +171,9 @@ def _quiet_library_logs(workdir: str):
         # still print: keep the filter. Otherwise restore everything.
         if not (_AS_SCRIPT and failed):
             sys.stderr = stderr
-            absl.removeHandler(handler)
-            absl.propagate = True
+            for logger in loggers:
+                logger.removeHandler(handler)
+                logger.propagate = True
             logging.raiseExceptions = raise_exceptions
             handler.close()
 
