@@ -3,7 +3,9 @@
 Sources return ``{"image": uint8[H, W, C], "label": int}`` per index:
 ``DigitsSource`` (bundled scikit-learn digits, offline default), ``FolderSource`` (users' image
 folders, Pillow), ``TfdsSource`` (prepared TFDS datasets via ``tfds.data_source``) and
-``SyntheticSource`` (deterministic noise for benchmarks). ``make_pipeline`` turns one into a
+``SyntheticSource`` (deterministic noise for benchmarks). ``VideoFolderSource`` (VideoMAE
+clips, PyAV) returns model-ready ``float32[T, S, S, 3]`` records instead. ``make_pipeline`` turns
+one into a
 sharded, checkpointable grain iterator of ``{"image": float32[B, S, S, C], "label": int32[B]}``.
 """
 
@@ -21,6 +23,7 @@ from mim_jax.data.folder import FolderSource
 from mim_jax.data.pipeline import EvalTransform, MaeTrainAugment, make_pipeline
 from mim_jax.data.synthetic import SyntheticSource
 from mim_jax.data.tfds_source import TfdsSource
+from mim_jax.data.video_folder import VideoFolderSource
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -31,6 +34,7 @@ __all__ = [
     "MaeTrainAugment",
     "SyntheticSource",
     "TfdsSource",
+    "VideoFolderSource",
     "eval_transform",
     "mae_train_transform",
     "make_pipeline",
