@@ -3,12 +3,13 @@
 Sources return ``{"image": uint8[H, W, C], "label": int}`` per index:
 ``DigitsSource`` (bundled scikit-learn digits, offline default), ``FolderSource`` (users' image
 folders, Pillow), ``TfdsSource`` (prepared TFDS datasets via ``tfds.data_source``) and
-``SyntheticSource`` (deterministic noise for benchmarks). ``VideoFolderSource`` (VideoMAE
-clips, PyAV) returns model-ready ``float32[T, S, S, 3]`` records instead. ``make_pipeline`` turns
-one into a
+``SyntheticSource`` (deterministic noise for benchmarks). ``VideoFolderSource`` (VideoMAE clips,
+PyAV) and ``AudioFolderSource`` (AudioMAE log-mel spectrograms, soundfile) return model-ready
+``float32[T, S, S, 3]`` / ``float32[T, F, 1]`` records instead. ``make_pipeline`` turns one into a
 sharded, checkpointable grain iterator of ``{"image": float32[B, S, S, C], "label": int32[B]}``.
 """
 
+from mim_jax.data.audio_folder import AudioFolderSource
 from mim_jax.data.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -28,6 +29,7 @@ from mim_jax.data.video_folder import VideoFolderSource
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "AudioFolderSource",
     "DigitsSource",
     "EvalTransform",
     "FolderSource",
