@@ -35,7 +35,8 @@ Schema (every shipped config has all of these fields; ``None`` = optional/unset)
     config.mask_options          ConfigDict of the generator's options (a None value is dropped;
                                  an override may add a key the configured mask accepts)
     config.data
-      .source                    "digits" | "folder" | "tfds" | "synthetic"
+      .source                    "digits" | "folder" | "tfds" | "synthetic" | "video_folder" |
+                                 "audio_folder" (mim_jax.data.media_config: optional fields)
       .name, .path, .split       tfds name / image folder / split (image size is model.image_size)
       .num_examples              training-set size (for steps per epoch), None if unknown
     config.batch_size            global batch (divisible by accum_steps; micro-batch by devices)
@@ -684,12 +685,11 @@ def validate(config: ConfigDict, num_devices: int) -> None:
             f"config.warmup_epochs={config.warmup_epochs} must be in [0, config.epochs="
             f"{config.epochs}]."
         )
-    if config.data.source not in ("digits", "folder", "tfds", "synthetic"):
-        errors.append(
-            f"config.data.source={config.data.source!r}; valid: digits, folder, tfds, synthetic."
-        )
-    if config.data.source == "folder" and not config.data.path:
-        errors.append("config.data.source='folder' needs config.data.path.")
+    sources = ("digits", "folder", "tfds", "synthetic", "video_folder", "audio_folder")
+    if config.data.source not in sources:
+        errors.append(f"config.data.source={config.data.source!r}; valid: {', '.join(sources)}.")
+    if config.data.source.endswith("folder") and not config.data.path:
+        errors.append(f"config.data.source={config.data.source!r} needs config.data.path.")
 
     if not any("config.model.image_size" in e or "num_frames" in e for e in errors):
         try:

@@ -21,6 +21,7 @@ from mim_jax.data.augment import (
 )
 from mim_jax.data.digits import DigitsSource
 from mim_jax.data.folder import FolderSource
+from mim_jax.data.media_config import MEDIA_SOURCES, media_source
 from mim_jax.data.pipeline import EvalTransform, MaeTrainAugment, make_pipeline
 from mim_jax.data.synthetic import SyntheticSource
 from mim_jax.data.tfds_source import TfdsSource
@@ -29,6 +30,7 @@ from mim_jax.data.video_folder import VideoFolderSource
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MEDIA_SOURCES",
     "AudioFolderSource",
     "DigitsSource",
     "EvalTransform",
@@ -40,6 +42,7 @@ __all__ = [
     "eval_transform",
     "mae_train_transform",
     "make_pipeline",
+    "media_source",
     "normalize",
     "random_resized_crop_params",
     "resize",

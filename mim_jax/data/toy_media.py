@@ -125,3 +125,23 @@ def write_pitch_audio(
             soundfile.write(path, tone(pitch, rng, seconds, rate, chirp), rate)
             paths.append(path)
     return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mim_jax.data.toy_media video|audio DIR [--per-class N]``: writes ``DIR/train``
+    (N files per class, default 40) and ``DIR/val`` (N / 4 per class, another seed)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("kind", choices=("video", "audio"))
+    parser.add_argument("out")
+    parser.add_argument("--per-class", type=int, default=40)
+    args = parser.parse_args(argv)
+    write = write_motion_videos if args.kind == "video" else write_pitch_audio
+    for split, count, seed in (("train", args.per_class, 0), ("val", args.per_class // 4, 1)):
+        paths = write(os.path.join(args.out, split), max(count, 1), seed=seed)
+        print(f"{len(paths)} {args.kind} files in {os.path.join(args.out, split)}")
+
+
+if __name__ == "__main__":
+    main()

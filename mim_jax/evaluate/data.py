@@ -281,7 +281,8 @@ class FeatureExtractor:
             )
         padded = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
         padded[:b] = images
-        placed = jax.device_put(padded, self._sharding)
+        sharding = self._sharding if padded.ndim == 4 else batch_sharding(self.mesh, padded.ndim)
+        placed = jax.device_put(padded, sharding)
         return np.asarray(self._features(self._state, placed))[:b]
 
 

@@ -106,6 +106,8 @@ def build_source(config) -> Any:
         return data.FolderSource(config.data.path, channels=channels)
     if source == "tfds":
         return data.TfdsSource(config.data.name, split=config.data.split)
+    if source in data.MEDIA_SOURCES:  # video_folder / audio_folder
+        return data.media_source(config)
     raise ValueError(
         f"config.data.source={source!r} is not one of digits, folder, tfds, synthetic."
     )
@@ -351,6 +353,8 @@ def _write_reconstructions(recon_fn, model_config, state, images, mask_spec, key
         mask_ratio=mask_spec.ratio,
     )
     pictures = recon_fn(state.params, state.constants, jnp.asarray(images), masks)
+    if images.ndim == 5:  # video [B, T, H, W, C]: show the middle frame of each clip
+        pictures = tuple(p[:, p.shape[1] // 2] for p in pictures)
     if jax.process_index() == 0:
         path = os.path.join(workdir, "reconstructions", f"step_{step:06d}.png")
         save_reconstructions(path, *(np.asarray(p) for p in pictures))
