@@ -3,10 +3,13 @@
 Sources return ``{"image": uint8[H, W, C], "label": int}`` per index:
 ``DigitsSource`` (bundled scikit-learn digits, offline default), ``FolderSource`` (users' image
 folders, Pillow), ``TfdsSource`` (prepared TFDS datasets via ``tfds.data_source``) and
-``SyntheticSource`` (deterministic noise for benchmarks). ``make_pipeline`` turns one into a
+``SyntheticSource`` (deterministic noise for benchmarks). ``VideoFolderSource`` (VideoMAE clips,
+PyAV) and ``AudioFolderSource`` (AudioMAE log-mel spectrograms, soundfile) return model-ready
+``float32[T, S, S, 3]`` / ``float32[T, F, 1]`` records instead. ``make_pipeline`` turns one into a
 sharded, checkpointable grain iterator of ``{"image": float32[B, S, S, C], "label": int32[B]}``.
 """
 
+from mim_jax.data.audio_folder import AudioFolderSource
 from mim_jax.data.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -18,26 +21,32 @@ from mim_jax.data.augment import (
 )
 from mim_jax.data.digits import DigitsSource
 from mim_jax.data.folder import FolderSource
+from mim_jax.data.media_config import MEDIA_SOURCES, media_split_path
 from mim_jax.data.pipeline import EvalTransform, MaeTrainAugment, make_pipeline
 from mim_jax.data.sources import SOURCES, build_source, folder_split_path, square_side
 from mim_jax.data.synthetic import SyntheticSource
 from mim_jax.data.tfds_source import TfdsSource
+from mim_jax.data.video_folder import VideoFolderSource
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MEDIA_SOURCES",
     "SOURCES",
+    "AudioFolderSource",
     "DigitsSource",
     "EvalTransform",
     "FolderSource",
     "MaeTrainAugment",
     "SyntheticSource",
     "TfdsSource",
+    "VideoFolderSource",
     "build_source",
     "eval_transform",
     "folder_split_path",
     "mae_train_transform",
     "make_pipeline",
+    "media_split_path",
     "normalize",
     "random_resized_crop_params",
     "resize",

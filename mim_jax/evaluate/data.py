@@ -7,7 +7,10 @@ labels; TFDS: train / validation, prepared, never downloaded; synthetic: random 
 accuracy expected).
 
 The evaluation transform is the pipeline's: resize the whole image (bicubic) to the model's
-size and normalise with the ImageNet mean/std used in pretraining (no augmentation).
+size and normalise with the ImageNet mean/std used in pretraining (no augmentation). Video and
+audio sources (``video_folder`` / ``audio_folder``) give model inputs already: their evaluation
+view (the centred clip's centre square, float32[T, S, S, 3]; the whole fbank,
+float32[T, F, 1]) is used as it is, which :class:`EvalData` marks with ``image_size=None``.
 """
 
 from __future__ import annotations
@@ -72,12 +75,13 @@ def subset(source: RandomAccessSource, limit: int | None, seed: int = 0) -> Rand
 
 @dataclasses.dataclass
 class EvalData:
-    """Labelled ``train`` / ``val`` sources, the class count and the model's input side."""
+    """Labelled ``train`` / ``val`` sources, the class count and the model's input side (None:
+    the records are model inputs already, as video and audio records are)."""
 
     train: RandomAccessSource
     val: RandomAccessSource
     num_classes: int
-    image_size: int
+    image_size: int | None
     description: str
 
 
@@ -98,7 +102,7 @@ def eval_sources(
     Args:
       config: the pretraining config (``config.data``, ``config.model.image_size/channels``).
       train_split / val_split: split names (digits: train/test/all; TFDS split strings).
-      val_path: image folder for validation (folder source).
+      val_path: folder (or list file) for validation (folder, video_folder, audio_folder).
       data_dir: TFDS data directory.
       num_classes: overrides the class count read from the sources.
       train_limit / val_limit: keep a random subset of this many records (seeded by ``seed``).
@@ -106,11 +110,15 @@ def eval_sources(
     Raises:
       ValueError: an unknown source or split, unlabelled data, or no validation set.
     """
-    if config.model.get("num_frames") is not None:
-        raise ValueError("evaluation supports image models only (config.model.num_frames is set).")
-    side = data.square_side(config.model.image_size)
     kind = config.data.source
-    kw = dict(image_size=side, channels=int(config.model.channels), data_dir=data_dir)
+    media = kind in data.MEDIA_SOURCES
+    side = None if media else data.square_side(config.model.image_size)
+    kw = dict(
+        image_size=config.model.image_size if media else side,
+        channels=int(config.model.channels),
+        data_dir=data_dir,
+        num_frames=config.model.get("num_frames"),
+    )
     if kind == "digits":
         for split in (train_split, val_split):
             if split is not None and split not in DIGITS_SPLITS:
@@ -118,13 +126,18 @@ def eval_sources(
     train = data.build_source(config.data, train_split or "train", **kw)
     if kind == "folder" and val_path is not None:
         val = data.FolderSource(val_path, channels=kw["channels"])
+    elif media and val_path is not None:
+        val_data = config.data.copy_and_resolve_references()
+        with val_data.unlocked():
+            val_data.path = val_path
+        val = data.build_source(val_data, "train", **kw)
     else:
         val = data.build_source(config.data, val_split or "val", **kw)
-    if kind == "folder":
+    if kind == "folder" or (media and (train.class_names or val.class_names)):
         if not train.class_names or not val.class_names:
             raise ValueError(
-                f"image folders {train.root} and {val.root} must both hold class subfolders "
-                "(root/<class>/<image>) for labelled evaluation."
+                f"folders {train.root} and {val.root} must both hold class subfolders "
+                "(root/<class>/<file>) for labelled evaluation."
             )
         if train.class_names != val.class_names:
             raise ValueError(
@@ -135,13 +148,16 @@ def eval_sources(
         "digits": f"digits {train_split or 'train'}/{val_split or 'test'}",
         "synthetic": "synthetic noise (random labels)",
         "folder": f"folders {getattr(train, 'root', '')} / {getattr(val, 'root', '')}",
+        "video_folder": f"videos {getattr(train, 'root', '')} / {getattr(val, 'root', '')}",
+        "audio_folder": f"audio {getattr(train, 'root', '')} / {getattr(val, 'root', '')}",
         "tfds": f"tfds {config.data.get('name')} {train_split or 'train'}/"
         f"{val_split or 'validation'}",
     }.get(kind, kind)
     classes = num_classes or _num_classes(train)
     train = subset(train, train_limit, seed)
     val = subset(val, val_limit, seed + 1)
-    return EvalData(train, val, int(classes), side, f"{what} ({len(train)}/{len(val)} images)")
+    unit = {"video_folder": "clips", "audio_folder": "files"}.get(kind, "images")
+    return EvalData(train, val, int(classes), side, f"{what} ({len(train)}/{len(val)} {unit})")
 
 
 def _num_classes(source: Any) -> int:
@@ -158,8 +174,10 @@ def _num_classes(source: Any) -> int:
     raise ValueError(f"cannot tell the number of classes of {source!r}; pass --num-classes.")
 
 
-def _transform(image_size: int) -> Callable[[dict[str, Any]], tuple[np.ndarray, int]]:
+def _transform(image_size: int | None) -> Callable[[dict[str, Any]], tuple[np.ndarray, int]]:
     def apply(record: dict[str, Any]) -> tuple[np.ndarray, int]:
+        if image_size is None:  # a model input already (video clip, spectrogram)
+            return np.asarray(record["image"], np.float32), int(record["label"])
         image = data.eval_transform(np.asarray(record["image"]), image_size)
         return image, int(record["label"])
 
@@ -167,11 +185,13 @@ def _transform(image_size: int) -> Callable[[dict[str, Any]], tuple[np.ndarray, 
 
 
 def iterate_batches(
-    source: RandomAccessSource, batch_size: int, image_size: int, threads: int = 4
+    source: RandomAccessSource, batch_size: int, image_size: int | None, threads: int = 4
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every record of ``source`` once, in order, in batches (the last may be smaller).
 
-    Yields ``(images float32[b, S, S, C], labels int32[b])`` with the evaluation transform.
+    Yields ``(images float32[b, S, S, C], labels int32[b])`` with the evaluation transform, or
+    with ``image_size=None`` the records' own model inputs (``float32[b, T, S, S, 3]`` clips,
+    ``float32[b, T, F, 1]`` spectrograms).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -186,9 +206,10 @@ def iterate_batches(
 
 
 def load_arrays(
-    source: RandomAccessSource, image_size: int, batch_size: int = 256
+    source: RandomAccessSource, image_size: int | None, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The whole (small) source as ``(images float32[N, S, S, C], labels int32[N])``."""
+    """The whole (small) source as ``(images float32[N, ...], labels int32[N])`` (see
+    :func:`iterate_batches`)."""
     images, labels = zip(*iterate_batches(source, batch_size, image_size), strict=True)
     return np.concatenate(images), np.concatenate(labels)
 
@@ -208,7 +229,8 @@ def pool_tokens(tokens: jax.Array, pool: Pool, num_prefix_tokens: int) -> jax.Ar
 class FeatureExtractor:
     """Frozen-encoder features, jit-compiled once, data-parallel over a mesh.
 
-    ``extractor(images float32[B, S, S, C]) -> float32[B, D]``: any ``B`` (padded to the fixed
+    ``extractor(images float32[B, S, S, C]) -> float32[B, D]`` (or clips ``float32[B, T, S, S,
+    3]``, spectrograms ``float32[B, T, F, 1]``): any ``B`` (padded to the fixed
     ``batch_size`` so one program serves every batch). The encoder's parameters are replicated,
     the batch is split over the mesh's data axes (default: every local device).
     """
@@ -250,14 +272,15 @@ class FeatureExtractor:
             )
         padded = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
         padded[:b] = images
-        placed = jax.device_put(padded, self._sharding)
+        sharding = self._sharding if padded.ndim == 4 else batch_sharding(self.mesh, padded.ndim)
+        placed = jax.device_put(padded, sharding)
         return np.asarray(self._features(self._state, placed))[:b]
 
 
 def extract_features(
     extractor: FeatureExtractor,
     source: RandomAccessSource,
-    image_size: int,
+    image_size: int | None,
     *,
     name: str = "features",
     log: Callable[[str], None] | None = None,

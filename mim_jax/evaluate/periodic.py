@@ -32,12 +32,14 @@ from mim_jax.train import pretrain
 METRIC = "knn_top1"
 
 
-def _resized(source, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8[N, S, S, C] resized images, int32[N] labels) of every record of ``source``."""
+def _resized(source, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8[N, S, S, C] resized images, int32[N] labels) of every record of ``source``; with
+    ``image_size=None`` the records' own float32 model inputs (video clips, spectrograms)."""
     images, labels = [], []
     for i in range(len(source)):
         record = source[i]
-        images.append(data.resize(np.asarray(record["image"]), image_size))
+        image = np.asarray(record["image"])
+        images.append(image if image_size is None else data.resize(image, image_size))
         labels.append(int(record["label"]))
     return np.stack(images), np.asarray(labels, np.int32)
 
@@ -54,7 +56,7 @@ class PeriodicEvaluator:
 
     Raises:
       ValueError: the config's data has no labelled train/val splits (e.g. an unlabelled image
-        folder), or the model is not an image model.
+        folder).
     """
 
     def __init__(
@@ -95,7 +97,7 @@ class PeriodicEvaluator:
             chunk = images[start : start + self.batch_size]
             b = len(chunk)
             batch = np.zeros((self.batch_size, *chunk.shape[1:]), np.float32)
-            batch[:b] = data.normalize(chunk)
+            batch[:b] = chunk if self.image_size is None else data.normalize(chunk)
             out.append(np.asarray(self._features(state.params, state.constants, batch))[:b])
         return np.concatenate(out)
 
