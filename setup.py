@@ -31,7 +31,14 @@ EXTRAS = {
         "nbclient>=0.10,<1",
         "nbformat>=5.10,<6",
         "ipykernel>=6.29,<8",
+        "av>=14,<19",
+        "soundfile>=0.12,<0.15",
+        # the Kaldi-compatible reference the fbank test compares against
+        "kaldi-native-fbank>=1.20,<2",
     ],
+    # video_folder / audio_folder sources (VideoMAE / AudioMAE inputs from users' files)
+    "video": ["av>=14,<19"],
+    "audio": ["soundfile>=0.12,<0.15"],
     "tfds": ["tensorflow-cpu>=2.16"],
     # safetensors writes the exports; torch reads .pth files; timm / transformers load the results
     # (timm >= 1.0.16 for create_model("local-dir:...")). Tested: torch 2.13, timm 1.0.31,

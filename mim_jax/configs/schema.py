@@ -9,6 +9,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from mim_jax.data.fbank import AUDIOSET_MEAN, AUDIOSET_STD
+
 ConfigDict = ml_collections.ConfigDict
 
 
@@ -52,6 +54,10 @@ def base_config(image_size: int | tuple[int, int] = 224) -> ConfigDict:
             path=config_dict.placeholder(str),
             split="train",
             num_examples=config_dict.placeholder(int),
+            frame_stride=4,  # video_folder: frames between sampled frames
+            flip_prob=0.5,  # video_folder: chance of flipping a clip
+            fbank_mean=AUDIOSET_MEAN,  # audio_folder: fbank normalisation
+            fbank_std=AUDIOSET_STD,
         )
     )
     c.data.num_examples = 1_281_167

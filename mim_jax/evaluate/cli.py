@@ -96,7 +96,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data (default: the run's config.data)")
     d.add_argument("--train-split", help="digits: train|test|all; TFDS: a split string")
     d.add_argument("--val-split", help="digits: test (default); TFDS: validation (default)")
-    d.add_argument("--val-path", help="image folder for validation (folder datasets)")
+    d.add_argument("--val-path", help="validation folder or list (folder, video, audio data)")
     d.add_argument("--data-dir", help="TFDS data directory")
     d.add_argument("--num-classes", type=int, help="override the class count")
     d.add_argument("--train-limit", type=int, help="use a random subset of the train split")
