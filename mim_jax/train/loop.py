@@ -32,7 +32,11 @@ from mim_jax.evaluate.periodic import make_periodic_evaluator
 from mim_jax.train.checkpoint import CheckpointStore
 from mim_jax.train.metrics import MetricsWriter
 from mim_jax.train.optimizer import make_optimizer
-from mim_jax.train.reconstruction import reconstruction_fn, save_reconstructions
+from mim_jax.train.reconstruction import (
+    reconstruction_fn,
+    reconstruction_title,
+    save_reconstructions,
+)
 from mim_jax.train.sharding import make_mesh
 from mim_jax.train.step import CompiledStep, MaskSpec, compile_train_step
 
@@ -192,6 +196,7 @@ def run(
         seed=config.seed,
         process_index=process_index,
         process_count=process_count,
+        scale=tuple(config.data.get("crop_scale", (0.2, 1.0))),
     )
 
     evaluator = make_periodic_evaluator(  # None when config.eval_every == 0
@@ -279,7 +284,7 @@ def run(
                 evaluator.log(state, step, writer)
             if config.recon_every and step % config.recon_every == 0:
                 _write_reconstructions(
-                    *recon_args, state, recon_batch, mask_spec, key, step, workdir
+                    *recon_args, state, recon_batch, mask_spec, key, step, workdir, last_loss
                 )
                 writer.start(step)  # img/s measures training, not the pictures
             if preempted:
@@ -299,7 +304,9 @@ def run(
             + "; ".join(f"{path} ({error})" for path, error in list(skipped.items())[:10])
         )
     if stopped == "finished":
-        _write_reconstructions(*recon_args, state, recon_batch, mask_spec, key, step, workdir)
+        _write_reconstructions(
+            *recon_args, state, recon_batch, mask_spec, key, step, workdir, last_loss
+        )
         loss_text = "no new steps" if last_loss is None else f"loss {last_loss:.4f}"
         writer.message(f"done: step {step}, {loss_text}; outputs in {workdir}")
     writer.close()
@@ -340,8 +347,11 @@ def _nan_message(step: int, loss: float, store: CheckpointStore) -> str:
     )
 
 
-def _write_reconstructions(recon_fn, model_config, state, images, mask_spec, key, step, workdir):
-    """PNG of (original | masked | reconstruction) for a fixed batch, MAE decoder only."""
+def _write_reconstructions(
+    recon_fn, model_config, state, images, mask_spec, key, step, workdir, loss=None
+):
+    """PNG of (original | masked | reconstruction) for a fixed batch, MAE decoder only; the title
+    names the mask, its ratio, the step and the last logged training loss."""
     if images is None or model_config.decoder.kind != "mae":
         return
     masks = mask_spec.generator()(
@@ -353,4 +363,11 @@ def _write_reconstructions(recon_fn, model_config, state, images, mask_spec, key
     pictures = recon_fn(state.params, state.constants, jnp.asarray(images), masks)
     if jax.process_index() == 0:
         path = os.path.join(workdir, "reconstructions", f"step_{step:06d}.png")
-        save_reconstructions(path, *(np.asarray(p) for p in pictures))
+        grid = model_config.tokens.grid
+        n = int(np.prod(grid))
+        title = reconstruction_title(
+            mask_spec.name, mask_spec.ratio, step, loss, "train loss",
+            (n - masks.keep.shape[-1], n),
+        )  # fmt: skip
+        mask = np.asarray(masks.mask).reshape(-1, *grid) if len(grid) == 2 else None
+        save_reconstructions(path, *(np.asarray(p) for p in pictures), mask=mask, title=title)
