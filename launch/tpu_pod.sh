@@ -30,7 +30,10 @@
 # Keep retrying after a preemption with:  until launch/tpu_pod.sh ...; do sleep 120; done
 set -euo pipefail
 
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() {  # the comment block at the top of this file, without its '#'
+  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
+  exit "${1:-0}"
+}
 
 name=""; zone=""; project=""; accel="v4-8"; runtime="tpu-ubuntu2204-base"; capacity=""
 install=""; bucket=""; setup=""; workdir="${WORKDIR:-}"; job_name=""; detach=0; dry_run=0

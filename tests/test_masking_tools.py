@@ -107,3 +107,11 @@ def test_bench_reports_bad_input_clearly():
     done = run_bench("masks", "--mask", "grid", "--grid", "15,14", "--batch-size", "8")
     assert done.returncode == 2
     assert "multiples of 2" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bench_help_keeps_its_examples_one_per_line():
+    done = run_bench("--help")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    starts = [line.strip() for line in lines if line.strip().startswith("python -m mim_jax.bench")]
+    assert len(starts) == 3  # masks, train-step and floor examples each begin a line

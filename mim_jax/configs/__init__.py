@@ -38,6 +38,7 @@ Schema (every shipped config has all of these fields; ``None`` = optional/unset)
       .source                    "digits" | "folder" | "tfds" | "synthetic"
       .name, .path, .split       tfds name / image folder / split (image size is model.image_size)
       .num_examples              training-set size (for steps per epoch), None if unknown
+      .crop_scale                RandomResizedCrop area range, (0.2, 1.0) as MAE
     config.batch_size            global batch (divisible by accum_steps; micro-batch by devices)
     config.accum_steps           gradient accumulation micro-steps per optimizer step
     config.epochs, .warmup_epochs
@@ -130,6 +131,7 @@ def base_config(image_size: int | tuple[int, int] = 224) -> ConfigDict:
             path=config_dict.placeholder(str),
             split="train",
             num_examples=config_dict.placeholder(int),
+            crop_scale=(0.2, 1.0),  # RandomResizedCrop's area range (MAE: 0.2-1)
         )
     )
     c.data.num_examples = 1_281_167
