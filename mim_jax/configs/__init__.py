@@ -49,6 +49,7 @@ Schema (every shipped config has all of these fields; ``None`` = optional/unset)
     config.b1, .b2, .weight_decay, .end_lr, .clip_norm (None = no clipping), .decay_tokens
     config.seed
     config.log_every, .checkpoint_every, .keep_checkpoints, .recon_every, .eval_every   (steps)
+    config.log_all_processes     progress lines from every process (default: process 0 only)
     config.mesh.data, .fsdp, .tensor   mesh axis sizes; -1 = all remaining devices
 """
 
@@ -59,6 +60,7 @@ import difflib
 import hashlib
 import importlib.util
 import inspect
+import json
 import math
 import pathlib
 import re
@@ -156,6 +158,7 @@ def base_config(image_size: int | tuple[int, int] = 224) -> ConfigDict:
     c.keep_checkpoints = 3
     c.recon_every = 1000
     c.eval_every = 0
+    c.log_all_processes = False  # progress lines from every process, not just process 0
     c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     return c
 
@@ -435,6 +438,22 @@ def _parse_value(
 # --------------------------------------------------------------------------------------------
 # Conversion
 # --------------------------------------------------------------------------------------------
+
+
+def to_json(config: ConfigDict) -> str:
+    """The resolved config (after overrides) as indented JSON with sorted keys: what
+    ``--print-config`` prints and what a run writes to ``WORKDIR/config.json``."""
+    return json.dumps(_jsonable(config.to_dict()), indent=2, sort_keys=True) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
 
 
 def _plain(value: Any) -> Any:

@@ -34,7 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--config", required=True, help="configs/file.py[:key=value,...]")
     parser.add_argument(
-        "--workdir", required=True, help="checkpoints, metrics and pictures go here"
+        "--workdir", help="checkpoints, metrics and pictures go here (required to train)"
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (after overrides) as JSON and exit; a run also writes "
+        "it to WORKDIR/config.json",
     )
     parser.add_argument(
         "--max-steps", type=int, default=None, help="stop after this many steps (then rerun)"
@@ -44,6 +50,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [r for r in rest if not r.startswith("--config.")]
     if bad:
         parser.error(f"unrecognised arguments {bad}; overrides look like --config.field=value")
+    if args.print_config:
+        from mim_jax import configs
+
+        try:
+            print(configs.to_json(configs.load(args.config, [r[2:] for r in rest])), end="")
+        except ValueError as err:
+            parser.exit(2, f"error: {err}\n")
+        return 0
+    if not args.workdir:
+        parser.error("the following arguments are required: --workdir")
     if args.max_steps is not None and args.max_steps < 1:
         parser.error(f"--max-steps must be >= 1, got {args.max_steps}")
 

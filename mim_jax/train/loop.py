@@ -19,6 +19,7 @@ import json
 import math
 import os
 import signal
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -117,7 +118,8 @@ def build_source(config) -> Any:
 
 # Fields a compiled step does not depend on: runs differing only in these share one step.
 NOT_COMPILED = ("mask", "mask_options", "seed", "log_every", "checkpoint_every",
-                "keep_checkpoints", "recon_every", "eval_every")  # fmt: skip
+                "keep_checkpoints", "recon_every", "eval_every",
+                "log_all_processes")  # fmt: skip
 
 
 def step_signature(config) -> str:
@@ -209,7 +211,11 @@ def run(
     )
     # Process 0 writes the run's metrics; others keep their own copy (they must agree).
     own_dir = workdir if process_index == 0 else os.path.join(workdir, f"process_{process_index}")
-    writer = MetricsWriter(own_dir, total_steps, config.batch_size)
+    progress = process_index == 0 or bool(config.get("log_all_processes", False))
+    writer = MetricsWriter(own_dir, total_steps, config.batch_size, progress=progress)
+    if process_index == 0:  # the resolved config, readable, at every start (resumes too)
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(configs.to_json(config))
     if process_count > 1:
         writer.message(
             f"process {process_index}/{process_count} reads data shard {process_index} of "
@@ -252,10 +258,18 @@ def run(
             local, images, data_state = next(batches)
             if recon_batch is None:
                 recon_batch = local[:8]
+            if step == first_step:
+                compiling = _needs_compiling(compiled)
+                started = time.perf_counter()
+                if compiling:
+                    writer.message("compiling the train step ...", progress=True)
             state, metrics = compiled.step(state, {"image": images}, key)
             step += 1
             if step == first_step + 1:  # timing starts after the step compiled
                 jax.block_until_ready(metrics)
+                seconds = time.perf_counter() - started
+                what = "compiled the train step and ran" if compiling else "ran"
+                writer.message(f"{what} step {step} in {seconds:.1f} s", progress=True)
                 writer.start(step)
             due_log = step % config.log_every == 0 or step == total_steps
             pause = max_steps is not None and step - first_step >= max_steps
@@ -311,6 +325,12 @@ def run(
         writer.message(f"done: step {step}, {loss_text}; outputs in {workdir}")
     writer.close()
     return RunResult(step=step, loss=last_loss, stopped=stopped, workdir=workdir)
+
+
+def _needs_compiling(compiled: CompiledStep) -> bool:
+    """Whether the step's first call compiles (False when a sweep's earlier run compiled it)."""
+    cache_size = getattr(compiled.jitted, "_cache_size", None)
+    return cache_size is None or cache_size() == 0
 
 
 def _all_data_states(data_state, process_count: int):

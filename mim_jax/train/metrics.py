@@ -37,10 +37,17 @@ class MetricsWriter:
       total_steps: for the ETA.
       batch_size: global images per step, for img/s.
       stream: where progress lines go (stdout by default).
+      progress: print the per-step progress lines (False on processes other than 0 of a
+        multi-process run, unless ``config.log_all_processes``); messages are printed either way.
     """
 
     def __init__(
-        self, workdir: str, total_steps: int, batch_size: int, stream: IO[str] | None = None
+        self,
+        workdir: str,
+        total_steps: int,
+        batch_size: int,
+        stream: IO[str] | None = None,
+        progress: bool = True,
     ):
         os.makedirs(workdir, exist_ok=True)
         self.path = os.path.join(workdir, "metrics.jsonl")
@@ -49,6 +56,7 @@ class MetricsWriter:
         self._stream = stream or sys.stdout
         self.total_steps = total_steps
         self.batch_size = batch_size
+        self.progress = progress
         self._last: tuple[int, float] | None = None
 
     def start(self, step: int) -> None:
@@ -75,11 +83,14 @@ class MetricsWriter:
         if "img_per_s" in values:
             parts.append(f"{values['img_per_s']:.1f} img/s")
         parts.append(f"ETA {format_duration(eta)}")
-        print(" | ".join(parts), file=self._stream, flush=True)
+        if self.progress:
+            print(" | ".join(parts), file=self._stream, flush=True)
         return values
 
-    def message(self, text: str) -> None:
-        print(text, file=self._stream, flush=True)
+    def message(self, text: str, progress: bool = False) -> None:
+        """Prints ``text``; a ``progress`` message only where progress lines are shown."""
+        if self.progress or not progress:
+            print(text, file=self._stream, flush=True)
 
     def close(self) -> None:
         self._file.close()
