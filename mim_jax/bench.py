@@ -36,6 +36,7 @@ import jax
 import numpy as np
 
 from mim_jax import masking, runtime
+from mim_jax.train.metrics import Eta
 
 
 def time_interleaved(
@@ -48,7 +49,8 @@ def time_interleaved(
     """
     samples: dict[str, list[float]] = {name: [] for name in fns}
     call = 0
-    for _ in range(repeats):
+    eta = Eta(repeats, "timing round")
+    for r in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             for _ in range(inner):
@@ -56,6 +58,7 @@ def time_interleaved(
                 call += 1
             jax.block_until_ready(out)
             samples[name].append((time.perf_counter() - start) / inner)
+        print(eta.line(r + 1, ", ".join(fns)), file=sys.stderr, flush=True)  # stdout: JSON
     return {name: statistics.median(times) for name, times in samples.items()}
 
 

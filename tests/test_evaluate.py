@@ -185,10 +185,12 @@ def test_linear_probe_learns_separable_features():
     xtr = centres[ytr] + rng.normal(size=(400, 12))
     xva = centres[yva] + rng.normal(size=(100, 12))
     config = linear_probe.LinearProbeConfig(epochs=20, warmup_epochs=2, batch_size=64, blr=20.0)
+    lines: list[str] = []
     out = linear_probe.train_on_features(
-        xtr, ytr, xva, yva, num_classes=5, config=config, log=lambda _: None
+        xtr, ytr, xva, yva, num_classes=5, config=config, log=lines.append
     )
     assert out["linear_top1"] > 0.9 and out["steps"] == 20 * (400 // 64)
+    assert lines[-1].startswith("linear probe epoch 20/20 | loss ") and "ETA 0s" in lines[-1]
     assert len(out["history"]) == 20
 
 

@@ -101,6 +101,8 @@ def test_bench_masks_prints_one_json_line_with_a_baseline():
         assert field in result
     assert result["what"] == "masks" and result["grid"] == [14, 14] and result["batch_size"] == 64
     assert result["masks_per_s"] > 0 and result["baseline"] == "random"
+    rounds = [line for line in done.stderr.splitlines() if line.startswith("timing round")]
+    assert rounds[-1].startswith("timing round 2/2 | target, baseline |") and "ETA" in rounds[-1]
 
 
 def test_bench_reports_bad_input_clearly():

@@ -9,7 +9,7 @@ import sys
 
 from mim_jax import configs
 from mim_jax.train.loop import run
-from mim_jax.train.metrics import MetricsWriter, read_metrics
+from mim_jax.train.metrics import Eta, MetricsWriter, read_metrics
 
 TINY = [
     "mask=random", "model.patch_size=8", "model.encoder_overrides.depth=1",
@@ -65,3 +65,11 @@ def test_progress_lines_only_where_asked(tmp_path):
     loud.write(2, {"loss": 1.0})
     loud.close()
     assert "step 2/4 | loss 1 |" in stream.getvalue() and "ETA" in stream.getvalue()
+
+
+def test_eta_lines_count_up_and_estimate_the_rest():
+    eta = Eta(4, "fine-tune epoch")
+    assert eta.line(0).startswith("fine-tune epoch 0/4 |") and eta.line(0).endswith("ETA ?")
+    line = eta.line(2, "loss 0.5")
+    assert line.startswith("fine-tune epoch 2/4 | loss 0.5 | ") and " elapsed | ETA " in line
+    assert eta.line(4).endswith("ETA 0s")

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +53,7 @@ from mim_jax.evaluate.pretrained import Pretrained
 from mim_jax.models import layers
 from mim_jax.models.vit import ViTEncoder
 from mim_jax.train.checkpoint import CheckpointStore
+from mim_jax.train.metrics import Eta
 from mim_jax.train.optimizer import OptimizerConfig, warmup_cosine, weight_decay_mask
 from mim_jax.train.sharding import (
     batch_sharding,
@@ -426,7 +426,7 @@ def finetune(
         f"{config.drop_path}) for {total} steps of {batch} images, peak lr {lr:.3g}"
     )
     history: list[float] = []
-    start = time.perf_counter()
+    eta = Eta(config.epochs, "fine-tune epoch")
     loss = float("nan")
     for epoch in range(config.epochs):
         for _ in range(steps_per_epoch):
@@ -450,12 +450,9 @@ def finetune(
                 compiled, state, eval_data.val, eval_data.image_size, config.eval_batch_size
             )
             history.append(top1)
-            log(
-                f"fine-tune epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}, val top-1 "
-                f"{top1:.4f} ({time.perf_counter() - start:.1f}s)"
-            )
+            log(eta.line(epoch + 1, f"loss {loss:.4f} | val top-1 {top1:.4f}"))
         elif (epoch + 1) % max(config.epochs // 10, 1) == 0:
-            log(f"fine-tune epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}")
+            log(eta.line(epoch + 1, f"loss {loss:.4f}"))
     if checkpoint_dir is not None:
         save_classifier(checkpoint_dir, state, compiled, run_config, config, eval_data.num_classes)
         log(f"saved the fine-tuned classifier to {checkpoint_dir}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ import optax
 
 from mim_jax.evaluate.data import EvalData, FeatureExtractor, extract_features, progress
 from mim_jax.evaluate.lars import mae_lars
+from mim_jax.train.metrics import Eta
 from mim_jax.train.optimizer import OptimizerConfig, warmup_cosine
 
 BN_EPS = 1e-6
@@ -177,7 +177,7 @@ def train_on_features(
 
     carry = (params, stats, opt_state)
     history = []
-    start = time.perf_counter()
+    eta = Eta(config.epochs, "linear probe epoch")
     loss = float("nan")
     for epoch in range(config.epochs):
         key, perm_key = jax.random.split(key)
@@ -187,10 +187,7 @@ def train_on_features(
         top1, _ = _evaluate(carry[0], carry[1], val_features, val_labels)
         history.append(top1)
         if epoch == config.epochs - 1 or (epoch + 1) % max(config.epochs // 5, 1) == 0:
-            log(
-                f"linear probe epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}, "
-                f"val top-1 {top1:.4f} ({time.perf_counter() - start:.1f}s)"
-            )
+            log(eta.line(epoch + 1, f"loss {loss:.4f} | val top-1 {top1:.4f}"))
     if not math.isfinite(loss):
         raise FloatingPointError(f"linear probe loss is {loss}; lower --blr.")
     top1, top5 = _evaluate(carry[0], carry[1], val_features, val_labels)
