@@ -31,7 +31,12 @@ EXTRAS = {
         "nbclient>=0.10,<1",
         "nbformat>=5.10,<6",
         "ipykernel>=6.29,<8",
+        "wandb>=0.19,<1",  # tests/test_wandb.py runs W&B offline
     ],
+    # Optional logging: Weights & Biases (config.wandb.enabled=True), and the TensorBoard viewer
+    # for WORKDIR/tensorboard/ (the loop writes events with tensorboardX either way).
+    "wandb": ["wandb>=0.19,<1"],
+    "tensorboard": ["tensorboard>=2.16,<3"],
     "tfds": ["tensorflow-cpu>=2.16"],
     # safetensors writes the exports; torch reads .pth files; timm / transformers load the results
     # (timm >= 1.0.16 for create_model("local-dir:...")). Tested: torch 2.13, timm 1.0.31,

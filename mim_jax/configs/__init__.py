@@ -50,6 +50,8 @@ Schema (every shipped config has all of these fields; ``None`` = optional/unset)
     config.seed
     config.log_every, .checkpoint_every, .keep_checkpoints, .recon_every, .eval_every   (steps)
     config.log_all_processes     progress lines from every process (default: process 0 only)
+    config.wandb.enabled, .project, .entity, .mode, .run_name   Weights & Biases logging
+                                 (off by default; mode online | offline | disabled)
     config.mesh.data, .fsdp, .tensor   mesh axis sizes; -1 = all remaining devices
 """
 
@@ -159,6 +161,15 @@ def base_config(image_size: int | tuple[int, int] = 224) -> ConfigDict:
     c.recon_every = 1000
     c.eval_every = 0
     c.log_all_processes = False  # progress lines from every process, not just process 0
+    c.wandb = ConfigDict(  # optional Weights & Biases logging (mim_jax.train.wandb_log)
+        dict(
+            enabled=False,
+            project="mim_jax",
+            entity=config_dict.placeholder(str),
+            mode="online",
+            run_name=config_dict.placeholder(str),
+        )
+    )
     c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     return c
 

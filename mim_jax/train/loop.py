@@ -30,6 +30,7 @@ import numpy as np
 from mim_jax import configs, data, distributed, models
 from mim_jax.evaluate.periodic import METRIC as EVAL_METRIC
 from mim_jax.evaluate.periodic import make_periodic_evaluator
+from mim_jax.train import wandb_log
 from mim_jax.train.checkpoint import CheckpointStore
 from mim_jax.train.metrics import MetricsWriter
 from mim_jax.train.optimizer import make_optimizer
@@ -119,7 +120,7 @@ def build_source(config) -> Any:
 # Fields a compiled step does not depend on: runs differing only in these share one step.
 NOT_COMPILED = ("mask", "mask_options", "seed", "log_every", "checkpoint_every",
                 "keep_checkpoints", "recon_every", "eval_every",
-                "log_all_processes")  # fmt: skip
+                "log_all_processes", "wandb")  # fmt: skip
 
 
 def step_signature(config) -> str:
@@ -212,7 +213,10 @@ def run(
     # Process 0 writes the run's metrics; others keep their own copy (they must agree).
     own_dir = workdir if process_index == 0 else os.path.join(workdir, f"process_{process_index}")
     progress = process_index == 0 or bool(config.get("log_all_processes", False))
-    writer = MetricsWriter(own_dir, total_steps, config.batch_size, progress=progress)
+    wandb_run = wandb_log.start(config, workdir) if process_index == 0 else None
+    writer = MetricsWriter(
+        own_dir, total_steps, config.batch_size, progress=progress, wandb_run=wandb_run
+    )
     if process_index == 0:  # the resolved config, readable, at every start (resumes too)
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
             f.write(configs.to_json(config))

@@ -56,6 +56,7 @@ class MetricsWriter:
       total_steps: for the ETA.
       batch_size: global images per step, for img/s.
       stream: where progress lines go (stdout by default).
+      wandb_run: a W&B run (:mod:`mim_jax.train.wandb_log`) that gets the same scalars, or None.
       progress: print the per-step progress lines (False on processes other than 0 of a
         multi-process run, unless ``config.log_all_processes``); messages are printed either way.
     """
@@ -67,6 +68,7 @@ class MetricsWriter:
         batch_size: int,
         stream: IO[str] | None = None,
         progress: bool = True,
+        wandb_run: Any | None = None,
     ):
         os.makedirs(workdir, exist_ok=True)
         self.path = os.path.join(workdir, "metrics.jsonl")
@@ -78,6 +80,7 @@ class MetricsWriter:
         self.total_steps = total_steps
         self.batch_size = batch_size
         self.progress = progress
+        self._wandb = wandb_run
         self._last: tuple[int, float] | None = None
 
     def start(self, step: int) -> None:
@@ -99,6 +102,8 @@ class MetricsWriter:
         for name, value in values.items():
             self._tb.add_scalar(f"train/{name}", value, step)
         self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log({f"train/{k}": v for k, v in values.items()}, step=step)
         parts = [f"step {step}/{self.total_steps}"]
         parts += [f"{k} {v:.4g}" for k, v in values.items() if k != "img_per_s"]
         if "img_per_s" in values:
@@ -116,6 +121,8 @@ class MetricsWriter:
     def close(self) -> None:
         self._file.close()
         self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
 
 
 def read_metrics(workdir: str) -> list[dict[str, float]]:
