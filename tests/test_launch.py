@@ -146,7 +146,6 @@ def test_tpu_dry_run_with_pip_install_and_detach():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--workdir", "gs://b/run", "configs/demo.py"], "mount the bucket"),
         (["--workdir", "/x"], "no CONFIG"),
         (["configs/demo.py"], "--workdir DIR is required"),
     ],
@@ -307,3 +306,11 @@ def test_launcher_help_is_the_comment_block_only(script):
     lines = (ROOT / "launch" / script).read_text().splitlines()[1:]
     block = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
     assert text.splitlines() == [re.sub(r"^# ?", "", line) for line in block]
+
+
+def test_tpu_takes_a_bucket_url_workdir_and_installs_gcsfs():
+    done = sh(*TPU, "--workdir", "gs://b/run", "configs/demo.py")
+    assert done.returncode == 0, done.stderr
+    commands = [w[w.index("--command") + 1] for w in command_lines(done.stdout) if "--command" in w]
+    assert "pip install -U 'jax[tpu]' gcsfs -e ~/mim_jax" in commands[0]
+    assert "--workdir gs://b/run " in commands[1]

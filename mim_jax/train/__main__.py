@@ -5,9 +5,12 @@ stops (with a checkpoint) after N steps of this invocation, e.g. to fit a job's 
 
 Multi-process runs (TPU pod slices, SLURM jobs, several local processes) run the same command in
 every process; ``--distributed`` and ``--coordinator/--num-processes/--process-id`` say how the
-processes find each other (see :mod:`mim_jax.distributed`). The workdir must be a path every
-process sees: a shared disk, or a bucket mounted on every host (gcsfuse); the loop writes through
-the local filesystem API, so a bare gs:// URL does not work.
+processes find each other (see :mod:`mim_jax.distributed`). The workdir must be a place every
+process sees: a bucket URL (``gs://bucket/run``, with ``pip install 'mim_jax[gcs]'``), a shared
+disk, or a bucket mounted on every host.
+
+``--print-config`` prints the resolved config (after overrides) as JSON and exits; every run
+writes it to ``WORKDIR/config.json`` when it starts.
 
 Exit status: 0 finished, paused or preempted (rerun to resume); 2 bad arguments or config;
 3 the loss became NaN.

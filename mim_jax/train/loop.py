@@ -30,7 +30,7 @@ import numpy as np
 from mim_jax import configs, data, distributed, models
 from mim_jax.evaluate.periodic import METRIC as EVAL_METRIC
 from mim_jax.evaluate.periodic import make_periodic_evaluator
-from mim_jax.train import wandb_log
+from mim_jax.train import paths, wandb_log
 from mim_jax.train.checkpoint import CheckpointStore
 from mim_jax.train.metrics import MetricsWriter
 from mim_jax.train.optimizer import make_optimizer
@@ -170,7 +170,8 @@ def run(
         differ only in :data:`NOT_COMPILED` fields (no recompilation); None compiles one here.
     """
     configs.validate(config, num_devices=jax.device_count())
-    os.makedirs(workdir, exist_ok=True)
+    workdir = os.fspath(workdir)  # a path or a URL: every file goes through train.paths
+    paths.makedirs(workdir)
     process_count, process_index = jax.process_count(), jax.process_index()
 
     source = build_source(config)
@@ -206,20 +207,19 @@ def run(
         config, compiled.graphdef, lambda text: print(text, flush=True)
     )
     store = CheckpointStore(
-        os.path.join(workdir, "checkpoints"),
+        paths.join(workdir, "checkpoints"),
         keep=config.keep_checkpoints,
         **(dict(best_metric=EVAL_METRIC, best_mode="max") if evaluator else {}),
     )
     # Process 0 writes the run's metrics; others keep their own copy (they must agree).
-    own_dir = workdir if process_index == 0 else os.path.join(workdir, f"process_{process_index}")
+    own_dir = workdir if process_index == 0 else paths.join(workdir, f"process_{process_index}")
     progress = process_index == 0 or bool(config.get("log_all_processes", False))
     wandb_run = wandb_log.start(config, workdir) if process_index == 0 else None
     writer = MetricsWriter(
         own_dir, total_steps, config.batch_size, progress=progress, wandb_run=wandb_run
     )
     if process_index == 0:  # the resolved config, readable, at every start (resumes too)
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            f.write(configs.to_json(config))
+        paths.write_text(paths.join(workdir, "config.json"), configs.to_json(config))
     if process_count > 1:
         writer.message(
             f"process {process_index}/{process_count} reads data shard {process_index} of "
@@ -386,7 +386,7 @@ def _write_reconstructions(
     )
     pictures = recon_fn(state.params, state.constants, jnp.asarray(images), masks)
     if jax.process_index() == 0:
-        path = os.path.join(workdir, "reconstructions", f"step_{step:06d}.png")
+        path = paths.join(workdir, "reconstructions", f"step_{step:06d}.png")
         grid = model_config.tokens.grid
         n = int(np.prod(grid))
         title = reconstruction_title(

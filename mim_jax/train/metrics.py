@@ -1,5 +1,6 @@
 """What a run shows and records: a console progress line, JSON-lines metrics, TensorBoard events.
 
+Files go through :mod:`mim_jax.train.paths`, so the workdir may be a URL (``gs://...``).
 ``workdir/metrics.jsonl`` gets one JSON object per logged step (``{"step": ..., "loss": ...}``),
 easy to plot with pandas; ``workdir/tensorboard/`` gets the same scalars as TensorBoard events
 (tensorboardX, no TensorFlow needed).
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from typing import IO, Any
+
+from mim_jax.train import paths
 
 
 def format_duration(seconds: float) -> str:
@@ -70,12 +72,12 @@ class MetricsWriter:
         progress: bool = True,
         wandb_run: Any | None = None,
     ):
-        os.makedirs(workdir, exist_ok=True)
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.path = paths.join(workdir, "metrics.jsonl")
+        self._file = paths.JsonLines(self.path)  # appends locally, rewrites on a URL
         from tensorboardX import SummaryWriter  # lazy: Eta users (bench) need not load it
 
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._tb_dir = paths.MirroredDir(paths.join(workdir, "tensorboard"))
+        self._tb = SummaryWriter(self._tb_dir.local)
         self._stream = stream or sys.stdout
         self.total_steps = total_steps
         self.batch_size = batch_size
@@ -102,6 +104,7 @@ class MetricsWriter:
         for name, value in values.items():
             self._tb.add_scalar(f"train/{name}", value, step)
         self._tb.flush()
+        self._tb_dir.sync()
         if self._wandb is not None:
             self._wandb.log({f"train/{k}": v for k, v in values.items()}, step=step)
         parts = [f"step {step}/{self.total_steps}"]
@@ -121,11 +124,12 @@ class MetricsWriter:
     def close(self) -> None:
         self._file.close()
         self._tb.close()
+        self._tb_dir.sync(force=True)
         if self._wandb is not None:
             self._wandb.finish()
 
 
 def read_metrics(workdir: str) -> list[dict[str, float]]:
     """The records of ``workdir/metrics.jsonl`` in order (for notebooks and tests)."""
-    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    text = paths.read_text(paths.join(workdir, "metrics.jsonl"))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -13,7 +13,7 @@ ratio, the step and the loss.
 
 from __future__ import annotations
 
-import os
+import io
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ from mim_jax import masking
 from mim_jax.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from mim_jax.models.loss import denormalize_patches
 from mim_jax.models.mae import MAE
+from mim_jax.train import paths
 
 
 def reconstruct(
@@ -199,6 +200,7 @@ def save_reconstructions(
 ) -> str:
     """Writes :func:`reconstruction_figure` (same arguments) to ``path`` as PNG; returns it."""
     fig = reconstruction_figure(original, masked, recon, max_rows, **options)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    paths.write_bytes(path, png.getvalue())  # a local path or a URL (mim_jax.train.paths)
     return path

@@ -17,7 +17,8 @@ MODES = ("online", "offline", "disabled")
 
 def run_id(workdir: str) -> str:
     """A W&B run id that is the same for every start of one workdir."""
-    return "mim-" + hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:16]
+    where = workdir if "://" in workdir else os.path.abspath(workdir)
+    return "mim-" + hashlib.sha1(where.encode()).hexdigest()[:16]
 
 
 def start(config, workdir: str, log_dir: str | None = None) -> Any | None:
@@ -44,6 +45,8 @@ def start(config, workdir: str, log_dir: str | None = None) -> Any | None:
             "(or set --config.wandb.enabled=False)."
         ) from None
     directory = log_dir or workdir
+    if "://" in directory:  # W&B keeps its files locally; a URL workdir gets a local folder
+        directory = os.path.join(os.path.expanduser("~"), ".cache", "mim_jax", "wandb")
     os.makedirs(directory, exist_ok=True)
     return wandb.init(
         project=options.project,
