@@ -5,7 +5,7 @@ COMMANDS::
     python -m mim_jax.train --config configs/audio_color_tf.py --workdir DIR
     python -m mim_jax.train --config configs/audio_color_tf.py:mask=random --workdir DIR  # AudioMAE
 
-Geometry (research/masking.md section 7, ``facebookresearch/AudioMAE``): a 1024 x 128 log-mel
+Geometry (docs/mae_recipes.md, ``facebookresearch/AudioMAE``): a 1024 x 128 log-mel
 fbank (time x mel), one channel, 16 x 16 patches: a 64 x 8 grid, L = 512; mask ratio 0.8 (the
 AudioMAE pretraining default; K = 102 visible), norm_pix loss, MAE's 2-D sin-cos table on the
 rectangular grid. ``mask=random`` is AudioMAE's unstructured pretraining mask; the default
@@ -21,8 +21,8 @@ DATA: **no audio loader exists yet**; ``data.source`` is "synthetic" (random spe
 2,000,000 (AudioSet-2M, approximate).
 
 EXPECTED RESULT: none from synthetic data. AudioMAE (Huang et al., NeurIPS 2022) reports 47.3 mAP
-on AudioSet-2M after fine-tuning with random pretraining masks [from memory; not in the project's
-research notes]; the colour-mask result is to be measured.
+on AudioSet-2M after fine-tuning with random pretraining masks [from memory; not verified here];
+the colour-mask result is to be measured.
 """
 
 from mim_jax.configs import base_config, parse_arg

@@ -6,7 +6,7 @@ COMMANDS::
     python -m mim_jax.train --config configs/crossmae_in1k.py:model=vit_huge,mask=green \
         --workdir DIR
 
-Recipe (research/masking.md section 8, CrossMAE README): MAE's random masking at 0.75, but the
+Recipe (CrossMAE README; docs/mae_recipes.md): MAE's random masking at 0.75, but the
 cross-attention decoder only predicts ``kept_mask_ratio = 0.25`` of all patches, i.e.
 ``pred_fraction = 0.25 / 0.75`` of the masked ones (49 of 147 at 14x14); decoder 12 x 512
 (16 heads), ``weight_fm`` with ``use_input`` (each decoder block reads its own mix of encoder
@@ -18,7 +18,7 @@ masked patches (the released ViT-S/B/L recipe, mr = kmr = 0.75).
 Args: ``model`` (vit_small | vit_base | vit_large | vit_huge), ``mask`` (any registry or colour
 name), ``pred_fraction`` (default 1/3), ``epochs`` (default 800).
 
-EXPECTED RESULT: not recorded in the project's research notes; the CrossMAE paper reports
+EXPECTED RESULT: not verified here; the CrossMAE paper reports
 ImageNet-1K fine-tuning accuracy on par with MAE (ViT-B about 83.5 top-1 at 800 epochs,
 [from memory, unverified]) at a lower decoder cost.
 """

@@ -17,10 +17,10 @@ Args: ``model`` (vit_base | vit_large | vit_huge; ViT-H uses patch 14, a 16x16 g
 Data: ``tfds`` ``imagenet2012`` train split (1,281,167 images); RandomResizedCrop(0.2-1,
 bicubic) + flip is the input pipeline's job.
 
-MAE recipe (research/masking.md section 11.1, facebookresearch/mae): AdamW (0.9, 0.95), wd 0.05,
+MAE recipe (facebookresearch/mae; docs/mae_recipes.md): AdamW (0.9, 0.95), wd 0.05,
 lr = blr * batch / 256 with blr 1.5e-4 and batch 4096 (lr 2.4e-3), 40 warmup epochs then
 half-cycle cosine per step, norm_pix loss, decoder 8 x 512 (16 heads), cls/mask tokens decayed.
-ColorMAE recipe (research/colormae.md section 2, mmpretrain MAE recipe): batch 4096, absolute lr
+ColorMAE recipe (ColorMAE paper and its mmpretrain MAE recipe): batch 4096, absolute lr
 2.4e-3, betas (0.9, 0.95), wd 0.05, 40 warmup epochs, cosine, norm_pix, decoder 8 x 512, no
 weight decay on cls/mask tokens (``decay_tokens=False``), mask ratio 0.75 (49 of 196 visible).
 

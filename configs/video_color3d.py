@@ -9,8 +9,8 @@ Same model, grid (16 frames, tubelet 2, 224, patch 16: 8 x 14 x 14) and recipe a
 ``videomae_tube.py`` (see it for the optimizer and the deviations), with the ``color3d`` mask:
 noise of the chosen colour (default green) on the whole T' x H x W grid, top-k kept, so any ratio
 works (0.9 -> 157 visible). The ColorMAE journal extension (arXiv 2503.16311) names a "Green3D"
-video variant, but its sigmas and results are not recorded in the project's research notes
-(research/colormae.md); the mask options here are the library defaults.
+video variant, but its sigmas and results are not published; the mask options here are the library
+defaults.
 
 DATA: **no video loader exists yet**; ``data.source`` is "synthetic" until one lands.
 

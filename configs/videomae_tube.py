@@ -6,7 +6,7 @@ COMMANDS::
     python -m mim_jax.train --config configs/videomae_tube.py:epochs=1600 --workdir DIR \
         --config.data.source=folder --config.data.path=/data/k400
 
-Geometry (research/masking.md section 6.1): 16 frames, tubelet 2, 224 x 224, patch 16: an
+Geometry (VideoMAE; docs/mae_recipes.md): 16 frames, tubelet 2, 224 x 224, patch 16: an
 8 x 14 x 14 grid, L = 1568. Tube masking tiles one per-frame mask over the 8 time slices;
 VideoMAE's ratio 0.9 masks int(0.9 * 196) = 176 per frame, 160 visible in total, so this config
 uses ``mask_ratio = 1408/1568`` (the generator needs K divisible by T' = 8; 0.9 would give
@@ -25,7 +25,7 @@ epoch -> step conversion.
 
 EXPECTED RESULT: none from synthetic data. The VideoMAE paper reports ViT-B fine-tuned top-1 of
 about 81.5 on Kinetics-400 (1600 epochs) and 70.8 on Something-Something V2 (800 epochs)
-[from memory; not in the project's research notes].
+[from memory; not verified here].
 """
 
 import pathlib

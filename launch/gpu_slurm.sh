@@ -15,7 +15,7 @@
 #   --no-submit     write the script, do not call sbatch
 #   --dry-run       print the script and the sbatch command; write and submit nothing
 #
-# Every task runs `python -m mim_jax.train ... --distributed slurm`: mim_jax.distributed takes
+# Every task runs `python -m mim_jax.train ... --distributed slurm`: mim_jax.core.distributed takes
 # the coordinator (first node, port from the job id or $JAX_COORDINATOR_PORT), process count
 # (SLURM_NTASKS) and id (SLURM_PROCID) from SLURM's variables. Preemption and time limits:
 # SLURM sends SIGTERM 300 s before the end (--signal), the loop saves a checkpoint and exits 0;

@@ -65,7 +65,7 @@ def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
     Raises:
       ValueError: an item without ``=``, an empty value list or a field given twice.
     """
-    from mim_jax.configs import _split_top_level
+    from mim_jax.configs import split_top_level
 
     axes: list[tuple[str, list[str]]] = []
     for item in items:
@@ -73,7 +73,7 @@ def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
             raise ValueError(f"--grid {item!r} must look like field=value1,value2,...")
         key, values = item.split("=", 1)
         key = key.strip().removeprefix("--").removeprefix("config.")
-        parsed = _split_top_level(values)
+        parsed = split_top_level(values)
         if not key or not parsed:
             raise ValueError(f"--grid {item!r}: need a field and at least one value.")
         if key in (k for k, _ in axes):
@@ -171,12 +171,14 @@ def run_locally(
       spec / common: the config spec and the overrides every run shares.
       reuse: share compiled steps between runs that differ only in mask strategy / seed /
         logging; False compiles each run's own step (to measure what reuse saves).
-      max_steps: passed to :func:`mim_jax.train.loop.run` (pause each run after that many).
+      max_steps: passed to :func:`mim_jax.train.pretrain.run` (pause each run after that many).
 
     Returns:
       ``{"compiled_steps": n, "seconds": wall time, "skipped": [names], "ran": [names]}``.
     """
-    from mim_jax.train import loop
+    from mim_jax import masking
+    from mim_jax.evaluate.periodic import run_pretraining
+    from mim_jax.train import pretrain
 
     configs_by_run = {run.name: load_config(spec, common, run) for run in runs}
     todo = [run for run in runs if not is_done(run.workdir)]
@@ -185,10 +187,8 @@ def run_locally(
         log(f"[sweep] {name}: finished before, skipped")
     groups: dict[str, list[SweepRun]] = {}
     for run in todo:
-        key = loop.step_signature(configs_by_run[run.name]) if reuse else run.name
+        key = pretrain.step_signature(configs_by_run[run.name]) if reuse else run.name
         groups.setdefault(key, []).append(run)
-
-    from mim_jax import configs
 
     start = time.perf_counter()
     compiled_steps = 0
@@ -196,8 +196,8 @@ def run_locally(
         group_configs = [configs_by_run[run.name] for run in group]
         compiled = None
         if reuse:
-            specs = list(dict.fromkeys(configs.to_mask_spec(c) for c in group_configs))
-            compiled = loop.compile_step(group_configs[0], mask_specs=specs)
+            specs = list(dict.fromkeys(masking.mask_spec_from_config(c) for c in group_configs))
+            compiled = pretrain.compile_step(group_configs[0], mask_specs=specs)
             compiled_steps += 1
             log(
                 f"[sweep] compiled one train step for {len(group)} run(s) with masks "
@@ -206,7 +206,9 @@ def run_locally(
         for run, config in zip(group, group_configs, strict=True):
             log(f"[sweep] {run.name}: training in {run.workdir}")
             run_start = time.perf_counter()
-            result = loop.run(config, run.workdir, max_steps=max_steps, compiled=compiled)
+            result = run_pretraining(
+                config, run.workdir, max_steps=max_steps, compiled=compiled, message=log
+            )
             compiled_steps += compiled is None
             status = {
                 "name": run.name,

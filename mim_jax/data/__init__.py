@@ -19,22 +19,27 @@ from mim_jax.data.augment import (
 from mim_jax.data.digits import DigitsSource
 from mim_jax.data.folder import FolderSource
 from mim_jax.data.pipeline import EvalTransform, MaeTrainAugment, make_pipeline
+from mim_jax.data.sources import SOURCES, build_source, folder_split_path, square_side
 from mim_jax.data.synthetic import SyntheticSource
 from mim_jax.data.tfds_source import TfdsSource
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "SOURCES",
     "DigitsSource",
     "EvalTransform",
     "FolderSource",
     "MaeTrainAugment",
     "SyntheticSource",
     "TfdsSource",
+    "build_source",
     "eval_transform",
+    "folder_split_path",
     "mae_train_transform",
     "make_pipeline",
     "normalize",
     "random_resized_crop_params",
     "resize",
+    "square_side",
 ]

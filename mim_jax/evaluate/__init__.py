@@ -9,7 +9,7 @@
 - :mod:`~mim_jax.evaluate.periodic`: the cheap kNN evaluator the training loop runs every
   ``config.eval_every`` steps;
 - :mod:`~mim_jax.evaluate.compare`: the masking-strategy comparison table on digits;
-- :mod:`~mim_jax.evaluate.pretrained`: loading a run's checkpoint (or a random init).
+- :mod:`~mim_jax.core.workdir`: loading a run's checkpoint (or a random init).
 
 Command line: ``python -m mim_jax.evaluate {linear,knn,finetune,reconstruct} --checkpoint DIR``.
 Submodules are imported on use (``from mim_jax.evaluate import knn``).

@@ -16,7 +16,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -26,26 +25,17 @@ from typing import Any
 
 PROTOCOLS = ("linear", "knn", "finetune", "reconstruct")
 
-#: Per-dataset defaults. "mae" is MAE's ImageNet recipe (linear probe: batch 16384, blr 0.1,
-#: 90 epochs, 10 warmup; fine-tune: ViT-B, batch 1024, blr 5e-4, 100 epochs, 5 warmup, drop
-#: path 0.1, mixup 0.8, cutmix 1.0, smoothing 0.1). "digits" is for the 1437-image digits train
-#: split: MAE's LARS moves each weight matrix by about lr * 0.001 * |W| per step, so the
-#: 32x fewer steps per epoch need a proportionally larger lr (measured in the evaluate README).
-RECIPES: dict[str, dict[str, dict[str, Any]]] = {
-    "mae": {
-        "linear": dict(epochs=90, warmup_epochs=10, batch_size=16384, blr=0.1),
-        "finetune": dict(
-            epochs=100, warmup_epochs=5, batch_size=1024, blr=5e-4, drop_path=0.1,
-            mixup=0.8, cutmix=1.0, smoothing=0.1,
-        ),
-    },
-    "digits": {
-        "linear": dict(epochs=90, warmup_epochs=10, batch_size=256, blr=20.0),
-        "finetune": dict(
-            epochs=30, warmup_epochs=3, batch_size=64, blr=1e-3, drop_path=0.1,
-            mixup=0.0, cutmix=0.0, smoothing=0.1,
-        ),
-    },
+#: The shipped job configs of ``--recipe NAME`` (``configs/<file>_<NAME>.py``).
+RECIPE_FILES = {"linear": "linprobe", "finetune": "finetune"}
+RECIPES = ("digits", "mae")
+
+#: Command-line flags that set a job-config field of the same meaning.
+JOB_FLAGS = {
+    "epochs": "epochs", "warmup_epochs": "warmup_epochs", "batch_size": "batch_size",
+    "blr": "blr", "lr": "lr", "weight_decay": "weight_decay", "seed": "seed",
+    "min_lr": "min_lr", "layer_decay": "layer_decay", "drop_path": "drop_path",
+    "smoothing": "smoothing", "mixup": "mixup", "cutmix": "cutmix", "mixup_prob": "mixup_prob",
+    "switch_prob": "switch_prob", "eval_every_epochs": "eval_every_epochs",
 }  # fmt: skip
 
 
@@ -120,27 +110,30 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _recipe_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--recipe",
-        choices=("auto", *RECIPES),
         default="auto",
-        help="default hyper-parameters: mae (ImageNet recipe) or digits; auto picks digits for "
-        "digits runs, else mae. Explicit options override it.",
+        help="the job config: digits or mae (configs/linprobe_<name>.py, configs/finetune_"
+        "<name>.py), or a config file (FILE.py[:args]); auto picks digits for digits runs, else "
+        "mae. --recipe.FIELD=VALUE overrides a field; the options below override it too.",
     )
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (rerun resumes)")
 
 
 def _linear(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("linear probe")
     _recipe_arg(g)
-    g.add_argument("--pool", choices=("cls", "mean"), default="cls", help="feature (cls)")
+    g.add_argument("--pool", choices=("cls", "mean"), help="feature (default: the recipe's, cls)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--warmup-epochs", type=int)
     g.add_argument("--batch-size", type=int)
     g.add_argument("--blr", type=float, help="base lr: lr = blr * batch / 256")
     g.add_argument("--lr", type=float, help="absolute lr (overrides --blr)")
-    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--weight-decay", type=float)
     g.add_argument(
-        "--augment", action="store_true", help="RandomResizedCrop + flip (no feature cache)"
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="RandomResizedCrop + flip of every batch (default: the recipe's)",
     )
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int)
 
 
 def _knn(p: argparse.ArgumentParser) -> None:
@@ -158,22 +151,24 @@ def _finetune(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="global batch")
     g.add_argument("--blr", type=float, help="base lr: lr = blr * batch / 256")
     g.add_argument("--lr", type=float, help="absolute lr (overrides --blr)")
-    g.add_argument("--min-lr", type=float, default=1e-6)
+    g.add_argument("--min-lr", type=float)
     g.add_argument("--layer-decay", type=float, help="default: 0.65 vit_base, 0.75 otherwise (MAE)")
-    g.add_argument("--weight-decay", type=float, default=0.05)
+    g.add_argument("--weight-decay", type=float)
     g.add_argument("--drop-path", type=float)
     g.add_argument("--smoothing", type=float, help="label smoothing")
     g.add_argument("--mixup", type=float, help="mixup alpha (0 = off)")
     g.add_argument("--cutmix", type=float, help="cutmix alpha (0 = off)")
-    g.add_argument("--mixup-prob", type=float, default=1.0)
-    g.add_argument("--switch-prob", type=float, default=0.5)
+    g.add_argument("--mixup-prob", type=float)
+    g.add_argument("--switch-prob", type=float)
+    g.add_argument("--pool", choices=("avg", "cls"), help="avg: global pool + fc_norm (MAE)")
     g.add_argument(
-        "--pool", choices=("avg", "cls"), default="avg", help="avg: global pool + fc_norm (MAE)"
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="RandomResizedCrop(0.08-1) + flip (default: the recipe's)",
     )
-    g.add_argument("--augment", action="store_true", help="RandomResizedCrop(0.08-1) + flip")
-    g.add_argument("--eval-every-epochs", type=int, default=0)
+    g.add_argument("--eval-every-epochs", type=int)
     g.add_argument("--no-save", action="store_true", help="do not save the fine-tuned model")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int)
 
 
 def _reconstruct(p: argparse.ArgumentParser) -> None:
@@ -190,7 +185,7 @@ def _reconstruct(p: argparse.ArgumentParser) -> None:
 
 def _load_model(args):
     from mim_jax import configs
-    from mim_jax.evaluate.pretrained import load_pretrained, random_init
+    from mim_jax.core.workdir import load_pretrained, random_init
 
     if args.config:
         config = configs.load(args.config)
@@ -201,17 +196,31 @@ def _load_model(args):
     return pretrained, f"pretrained step {pretrained.step}"
 
 
-def _recipe(args, config) -> dict[str, Any]:
+def job_config(args, run_config):
+    """The linear / finetune job config: the recipe file, ``--recipe.*`` overrides, then flags."""
+    from mim_jax import configs
+
     name = args.recipe
     if name == "auto":
-        name = "digits" if config.data.source == "digits" else "mae"
-    chosen = dict(RECIPES[name][args.protocol])
-    for key in chosen:
-        value = getattr(args, key, None)
-        if value is not None:
-            chosen[key] = value
-    chosen["recipe"] = name
-    return chosen
+        name = "digits" if run_config.data.source == "digits" else "mae"
+    spec = f"{RECIPE_FILES[args.protocol]}_{name}" if name in RECIPES else name
+    config = configs.load(spec, list(args.recipe_overrides))
+    if config.get("job") != args.protocol:
+        raise ValueError(
+            f"--recipe {args.recipe} is a {config.get('job')!r} job config, not {args.protocol!r}."
+        )
+    for flag, field in JOB_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None and field in config:
+            config[field] = value
+    if getattr(args, "augment", None) is not None:
+        config.augment = bool(args.augment)
+    if getattr(args, "pool", None) is not None:
+        if args.protocol == "linear":
+            config.pool = args.pool
+        else:
+            config.global_pool = args.pool == "avg"
+    return config
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -257,54 +266,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 temperature=args.temperature,
             )
         )  # fmt: skip
-    elif args.protocol == "linear":
-        from mim_jax.evaluate.linear_probe import LinearProbeConfig, linear_probe
+    elif args.protocol in ("linear", "finetune"):
+        from mim_jax.evaluate.jobs import job_workdir, run_classification
 
-        hp = _recipe(args, config)
-        lp_config = LinearProbeConfig(
-            epochs=hp["epochs"],
-            warmup_epochs=hp["warmup_epochs"],
-            batch_size=hp["batch_size"],
-            blr=hp["blr"],
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            seed=args.seed,
+        job = job_config(args, config)
+        save = args.protocol == "finetune" and not args.no_save
+        classifier_dir = os.path.join(_out_dir(args), "finetuned") if save else None
+        out = run_classification(
+            job,
+            pretrained,
+            eval_data,
+            job_workdir(_out_dir(args), args.protocol),
+            max_steps=args.max_steps,
+            classifier_dir=classifier_dir,
         )
-        extractor = FeatureExtractor(pretrained.encoder, args.pool, args.feature_batch_size)
-        out = linear_probe(extractor, eval_data, lp_config, augment=args.augment)
-        result.update(pool=args.pool, recipe=hp["recipe"], **dataclasses.asdict(lp_config))
-        result.update(out)
-    elif args.protocol == "finetune":
-        from mim_jax.evaluate.finetune import FinetuneConfig, finetune
-        from mim_jax.evaluate.mixup import MixupConfig
-
-        hp = _recipe(args, config)
-        ft_config = FinetuneConfig(
-            epochs=hp["epochs"],
-            warmup_epochs=hp["warmup_epochs"],
-            batch_size=hp["batch_size"],
-            blr=hp["blr"],
-            lr=args.lr,
-            min_lr=args.min_lr,
-            layer_decay=args.layer_decay,
-            weight_decay=args.weight_decay,
-            drop_path=hp["drop_path"],
-            mixup=MixupConfig(
-                mixup_alpha=hp["mixup"],
-                cutmix_alpha=hp["cutmix"],
-                prob=args.mixup_prob,
-                switch_prob=args.switch_prob,
-                label_smoothing=hp["smoothing"],
-            ),
-            global_pool=args.pool == "avg",
-            augment=args.augment,
-            eval_every_epochs=args.eval_every_epochs,
-            seed=args.seed,
+        prefix = "linear" if args.protocol == "linear" else "finetune"
+        result.update(job.to_dict())
+        result.update(
+            {
+                f"{prefix}_top1": out.top1,
+                f"{prefix}_top5": out.top5,
+                f"{prefix}_best_top1": out.best_top1,
+                f"{prefix}_train_loss": out.run.loss,
+                "stopped": out.run.stopped,
+                "lr": out.lr,
+                "batch_size": out.batch_size,
+                "steps": out.steps,
+                "history": out.history,
+                "workdir": out.run.workdir,
+                **out.extra,
+            }
         )
-        ckpt = None if args.no_save else os.path.join(_out_dir(args), "finetuned")
-        out = finetune(pretrained, eval_data, ft_config, checkpoint_dir=ckpt)
-        result.update(recipe=hp["recipe"], **_plain(dataclasses.asdict(ft_config)))
-        result.update(out, saved=ckpt)
+        if classifier_dir is not None:
+            result["saved"] = classifier_dir
+        if out.run.stopped == "nan":
+            raise FloatingPointError(
+                f"the {args.protocol} loss became NaN; lower the learning rate (--blr)."
+            )
     else:
         from mim_jax.evaluate.data import load_arrays, subset
         from mim_jax.evaluate.reconstruct import reconstruction_figures
@@ -335,12 +333,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def _out_dir(args) -> str:
     if args.out:
         return args.out
@@ -353,9 +345,18 @@ def _out_dir(args) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    overrides = [r for r in rest if r.startswith("--recipe.")]
+    if len(overrides) != len(rest) or (overrides and args.protocol not in RECIPE_FILES):
+        parser.error(
+            f"unrecognised arguments: {' '.join(rest)} (--recipe.FIELD=VALUE overrides a linear "
+            "or finetune job config)"
+        )
+    args.recipe_overrides = [r[len("--recipe.") :] for r in overrides]
     try:
         result = run(args)
+    except FloatingPointError as err:
+        parser.exit(3, f"error: {err}\n")
     except (ValueError, FileNotFoundError) as err:
         parser.exit(2, f"error: {err}\n")
     print(json.dumps(result), flush=True)

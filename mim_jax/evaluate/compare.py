@@ -1,7 +1,8 @@
 """Masking strategy vs linear-probe / kNN accuracy on the bundled digits, as a markdown table.
 
 For each seed and each strategy, pretrains the demo config (``configs/demo.py``) for ``steps``
-steps (an existing finished run in the workdir is reused), then evaluates its frozen cls
+steps as one sweep (``mim_jax.sweep``: one compiled step for every run, a finished run in the
+workdir is reused), then evaluates its frozen cls
 features with the linear probe (digits recipe, cached features) and kNN (k = 20, T = 0.07); the
 encoder of the same config at its random initialisation (the pretraining's starting point for
 that seed) is the baseline. Rows report mean and sample standard deviation over the seeds.
@@ -39,7 +40,7 @@ def evaluate_encoder(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, float]:
     """``{"linear_top1", "knn_top1"}`` of a frozen encoder on the run's train/val splits."""
-    from mim_jax.evaluate.cli import RECIPES
+    from mim_jax import configs
     from mim_jax.evaluate.data import FeatureExtractor, eval_sources, extract_features
     from mim_jax.evaluate.knn import knn_classify
     from mim_jax.evaluate.linear_probe import LinearProbeConfig, train_on_features
@@ -49,8 +50,13 @@ def evaluate_encoder(
     train = extract_features(extractor, splits.train, splits.image_size, log=log)
     val = extract_features(extractor, splits.val, splits.image_size, log=log)
     knn = knn_classify(*train, *val, num_classes=splits.num_classes, ks=(20,))
-    recipe = dict(RECIPES["digits"]["linear"], epochs=probe_epochs)
-    recipe["warmup_epochs"] = min(recipe["warmup_epochs"], max(probe_epochs // 9, 1))
+    job = configs.load("linprobe_digits")
+    recipe = dict(
+        epochs=probe_epochs,
+        warmup_epochs=min(int(job.warmup_epochs), max(probe_epochs // 9, 1)),
+        batch_size=job.batch_size,
+        blr=job.blr,
+    )
     probe = train_on_features(
         *train, *val, num_classes=splits.num_classes, config=LinearProbeConfig(**recipe), log=log
     )
@@ -70,42 +76,30 @@ def run_comparison(
 ) -> list[dict[str, Any]]:
     """One record per (strategy or "random init", seed): accuracies and seconds.
 
-    All runs share one compiled train step (``mim_jax.train.loop.compile_step`` over every
-    strategy), so only the first run compiles.
+    The pretraining runs are a sweep over ``seed`` x ``mask`` (:func:`mim_jax.sweep.run_locally`:
+    one compiled train step shared by every run, finished runs skipped); each run's encoder, and
+    the same config's random initialisation per seed, is then evaluated.
     """
-    from mim_jax import configs
-    from mim_jax.evaluate.pretrained import load_pretrained, random_init
-    from mim_jax.train.loop import compile_step, run
+    from mim_jax import sweep
+    from mim_jax.core.workdir import load_pretrained, random_init
 
-    def make_config(mask: str, seed: int):
-        return configs.load(
-            f"{config_spec}:mask={mask},steps={steps}",
-            [
-                f"seed={seed}",
-                "recon_every=0",
-                f"checkpoint_every={steps}",
-                "log_every=100",
-                *overrides,
-            ],
-        )
-
-    shared = None
+    spec = f"{config_spec}:steps={steps}"
+    common = ["recon_every=0", f"checkpoint_every={steps}", "log_every=100", *overrides]
+    runs = sweep.expand([("seed", [str(s) for s in seeds]), ("mask", list(masks))], workdir)
+    sweep.run_locally(runs, spec, common, log=log)
     records = []
     for seed in seeds:
         for mask in ("random init", *masks):
             start = time.perf_counter()
-            config = make_config(masks[0] if mask == "random init" else mask, seed)
+            name = sweep.run_name(
+                (("seed", str(seed)), ("mask", masks[0] if mask == "random init" else mask))
+            )
+            run = next(r for r in runs if r.name == name)
+            config = sweep.load_config(spec, common, run)
             if mask == "random init":
                 encoder = random_init(config, seed).encoder
             else:
-                run_dir = os.path.join(workdir, f"{mask}_seed{seed}")
-                if shared is None:
-                    specs = [configs.to_mask_spec(make_config(m, seed)) for m in masks]
-                    shared = compile_step(config, specs)
-                result = run(config, run_dir, compiled=shared)
-                if result.stopped != "finished":
-                    raise RuntimeError(f"pretraining {run_dir} stopped: {result.stopped}")
-                encoder = load_pretrained(run_dir).encoder
+                encoder = load_pretrained(run.workdir).encoder
             scores = evaluate_encoder(encoder, config, probe_epochs=probe_epochs)
             record = {
                 "strategy": mask,

@@ -1,12 +1,10 @@
 """Labelled train/val data for evaluation, deterministic batches and frozen-encoder features.
 
-The pretraining run's config decides the dataset (``config.data.source``):
-
-- ``digits``: the bundled scikit-learn digits, ``split`` "train" (1437) / "test" (360);
-- ``folder``: ``config.data.path`` (or ``<path>/train``) for training and ``val_path`` (or
-  ``<path>/val``) for validation, class subfolders as labels;
-- ``tfds``: ``config.data.name``, splits ``train`` / ``validation`` (prepared, never downloaded);
-- ``synthetic``: noise with random labels (smoke tests only: chance accuracy is expected).
+The pretraining run's config decides the dataset (``config.data.source``), read through
+:func:`mim_jax.data.build_source` with its ``train`` and ``val`` splits (digits: train / test;
+folders: ``<path>/train`` (or ``<path>``) and ``<path>/val`` or ``val_path``, class subfolders as
+labels; TFDS: train / validation, prepared, never downloaded; synthetic: random labels, chance
+accuracy expected).
 
 The evaluation transform is the pipeline's: resize the whole image (bicubic) to the model's
 size and normalise with the ImageNet mean/std used in pretraining (no augmentation).
@@ -15,7 +13,7 @@ size and normalise with the ImageNet mean/std used in pretraining (no augmentati
 from __future__ import annotations
 
 import dataclasses
-import os
+import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,9 +28,9 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from mim_jax import data
+from mim_jax.core.sharding import batch_sharding, make_mesh, replicated
 from mim_jax.data.pipeline import RandomAccessSource
 from mim_jax.models.vit import ViTEncoder
-from mim_jax.train.sharding import batch_sharding, make_mesh, replicated
 
 Pool = Literal["cls", "mean"]
 POOLS = ("cls", "mean")
@@ -55,6 +53,11 @@ class Subset:
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.source[int(self.indices[int(index)])]
 
+    def __repr__(self) -> str:
+        # grain compares repr(source) when restoring an iterator: name the records exactly.
+        digest = hashlib.sha1(self.indices.tobytes()).hexdigest()[:12]
+        return f"Subset({self.source!r}, n={len(self)}, indices={digest})"
+
 
 def subset(source: RandomAccessSource, limit: int | None, seed: int = 0) -> RandomAccessSource:
     """At most ``limit`` records of ``source``, drawn without replacement with ``seed`` (sorted,
@@ -76,17 +79,6 @@ class EvalData:
     num_classes: int
     image_size: int
     description: str
-
-
-def _side(image_size: Any) -> int:
-    if isinstance(image_size, int):
-        return image_size
-    sizes = tuple(int(s) for s in image_size)
-    if len(set(sizes)) != 1:
-        raise ValueError(
-            f"evaluation supports square images only; config.model.image_size={image_size}."
-        )
-    return sizes[0]
 
 
 def eval_sources(
@@ -116,42 +108,22 @@ def eval_sources(
     """
     if config.model.get("num_frames") is not None:
         raise ValueError("evaluation supports image models only (config.model.num_frames is set).")
-    side = _side(config.model.image_size)
-    channels = int(config.model.channels)
+    side = data.square_side(config.model.image_size)
     kind = config.data.source
+    kw = dict(image_size=side, channels=int(config.model.channels), data_dir=data_dir)
     if kind == "digits":
-        tr, va = train_split or "train", val_split or "test"
-        for split in (tr, va):
-            if split not in DIGITS_SPLITS:
+        for split in (train_split, val_split):
+            if split is not None and split not in DIGITS_SPLITS:
                 raise ValueError(f"digits split {split!r}; valid: {', '.join(DIGITS_SPLITS)}.")
-        train = data.DigitsSource(image_size=side, channels=channels, split=tr)
-        val = data.DigitsSource(image_size=side, channels=channels, split=va)
-        what = f"digits {tr}/{va}"
-    elif kind == "synthetic":
-        n = int(config.data.num_examples or 1024)
-        train = data.SyntheticSource(n, image_size=side, channels=channels, seed=0)
-        val = data.SyntheticSource(max(n // 4, 1), image_size=side, channels=channels, seed=1)
-        what = "synthetic noise (random labels)"
-    elif kind == "folder":
-        root = config.data.path
-        if not root:
-            raise ValueError("config.data.source='folder' needs config.data.path.")
-        train_root = (
-            os.path.join(root, "train") if os.path.isdir(os.path.join(root, "train")) else root
-        )
-        if val_path is None:
-            candidate = os.path.join(root, "val")
-            if not os.path.isdir(candidate):
-                raise ValueError(
-                    f"no validation folder: pass --val-path, or put the images in {root}/train "
-                    f"and {root}/val (class subfolders in each)."
-                )
-            val_path = candidate
-        train = data.FolderSource(train_root, channels=channels)
-        val = data.FolderSource(val_path, channels=channels)
+    train = data.build_source(config.data, train_split or "train", **kw)
+    if kind == "folder" and val_path is not None:
+        val = data.FolderSource(val_path, channels=kw["channels"])
+    else:
+        val = data.build_source(config.data, val_split or "val", **kw)
+    if kind == "folder":
         if not train.class_names or not val.class_names:
             raise ValueError(
-                f"image folders {train_root} and {val_path} must both hold class subfolders "
+                f"image folders {train.root} and {val.root} must both hold class subfolders "
                 "(root/<class>/<image>) for labelled evaluation."
             )
         if train.class_names != val.class_names:
@@ -159,16 +131,13 @@ def eval_sources(
                 f"train classes {train.class_names[:5]}... differ from val classes "
                 f"{val.class_names[:5]}...; both folders need the same class subfolders."
             )
-        what = f"folders {train_root} / {val_path}"
-    elif kind == "tfds":
-        tr, va = train_split or "train", val_split or "validation"
-        train = data.TfdsSource(config.data.name, split=tr, data_dir=data_dir)
-        val = data.TfdsSource(config.data.name, split=va, data_dir=data_dir)
-        what = f"tfds {config.data.name} {tr}/{va}"
-    else:
-        raise ValueError(
-            f"config.data.source={kind!r} is not one of digits, folder, tfds, synthetic."
-        )
+    what = {
+        "digits": f"digits {train_split or 'train'}/{val_split or 'test'}",
+        "synthetic": "synthetic noise (random labels)",
+        "folder": f"folders {getattr(train, 'root', '')} / {getattr(val, 'root', '')}",
+        "tfds": f"tfds {config.data.get('name')} {train_split or 'train'}/"
+        f"{val_split or 'validation'}",
+    }.get(kind, kind)
     classes = num_classes or _num_classes(train)
     train = subset(train, train_limit, seed)
     val = subset(val, val_limit, seed + 1)

@@ -1,6 +1,6 @@
 """Weighted k-nearest-neighbour classification of frozen features (DINO's protocol).
 
-As ``facebookresearch/dino :: eval_knn.py :: knn_classifier`` (research/masking.md section 11.6):
+As ``facebookresearch/dino :: eval_knn.py :: knn_classifier`` (docs/mae_recipes.md, "kNN"):
 features are L2-normalised, similarity is the dot product (cosine), the k most similar training
 samples vote for their class with weight ``exp(sim / T)`` (T = 0.07) and the class scores give
 top-1 and top-5 accuracy. Memory stays bounded: the query set goes in chunks of

@@ -1,6 +1,6 @@
 """MAE's LARS (the MoCo-v3 variant) as an optax ``GradientTransformation``.
 
-Formulas (``facebookresearch/mae :: util/lars.py``; research/masking.md section 11.5), for each
+Formulas (``facebookresearch/mae :: util/lars.py``; docs/mae_recipes.md, "Linear probing"), for each
 parameter ``p`` with gradient ``g``, momentum ``m`` and learning rate ``lr`` of this step::
 
     u     = g + wd * p                                     (ndim > 1 only)

@@ -1,4 +1,5 @@
-"""Linear probing as in MAE (``main_linprobe.py``; research/masking.md section 11.5).
+"""Linear probing as in MAE (``main_linprobe.py``): the probe model, its step and a fast
+cached-feature trainer. The job itself (data, loop, evaluation) is :mod:`mim_jax.evaluate.jobs`.
 
 The encoder is frozen; its feature (the cls token after the final norm, or the mean of the
 final-normed patch tokens) goes through ``BatchNorm1d(D, affine=False, eps=1e-6)`` and a linear
@@ -8,14 +9,17 @@ layer (weights trunc-normal std 0.01, zero bias), trained with MAE's LARS
 norm uses batch statistics in training and its running statistics (torch's momentum 0.1, unbiased
 running variance) in evaluation.
 
-Without augmentation the features are computed once and cached (the fast path); with
-``augment=True`` every step encodes a freshly augmented batch (RandomResizedCrop + flip).
+The job (:class:`LinearProbe`, :func:`build_probe_step`) encodes every training batch with the
+frozen encoder, as MAE does, so its training transform applies; :func:`train_on_features`
+trains the same head on features computed once (no augmentation), the quick probe that mask
+comparisons use.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,11 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
-from mim_jax.evaluate.data import EvalData, FeatureExtractor, extract_features, progress
+from mim_jax.core.optimizer import OptimizerConfig, warmup_cosine
+from mim_jax.core.state import TrainState
+from mim_jax.evaluate.data import pool_tokens, progress
 from mim_jax.evaluate.lars import mae_lars
-from mim_jax.train.metrics import Eta
-from mim_jax.train.optimizer import OptimizerConfig, warmup_cosine
+from mim_jax.models.vit import ViTEncoder
 
 BN_EPS = 1e-6
 
@@ -177,7 +183,7 @@ def train_on_features(
 
     carry = (params, stats, opt_state)
     history = []
-    eta = Eta(config.epochs, "linear probe epoch")
+    start = time.perf_counter()
     loss = float("nan")
     for epoch in range(config.epochs):
         key, perm_key = jax.random.split(key)
@@ -187,7 +193,10 @@ def train_on_features(
         top1, _ = _evaluate(carry[0], carry[1], val_features, val_labels)
         history.append(top1)
         if epoch == config.epochs - 1 or (epoch + 1) % max(config.epochs // 5, 1) == 0:
-            log(eta.line(epoch + 1, f"loss {loss:.4f} | val top-1 {top1:.4f}"))
+            log(
+                f"linear probe epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}, "
+                f"val top-1 {top1:.4f} ({time.perf_counter() - start:.1f}s)"
+            )
     if not math.isfinite(loss):
         raise FloatingPointError(f"linear probe loss is {loss}; lower --blr.")
     top1, top5 = _evaluate(carry[0], carry[1], val_features, val_labels)
@@ -202,71 +211,99 @@ def train_on_features(
     }
 
 
-def linear_probe(
-    extractor: FeatureExtractor,
-    eval_data: EvalData,
-    config: LinearProbeConfig = LinearProbeConfig(),
-    *,
-    augment: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """MAE linear probe of a frozen encoder on ``eval_data`` (see the module docstring)."""
-    log = log or progress
-    size = eval_data.image_size
-    val = extract_features(extractor, eval_data.val, size, name="val features", log=log)
-    if not augment:
-        train = extract_features(extractor, eval_data.train, size, name="train features", log=log)
-        return train_on_features(
-            *train, *val, num_classes=eval_data.num_classes, config=config, log=log
+class ProbeHead(nnx.Module):
+    """BatchNorm1d (no affine, eps 1e-6; running statistics as ``nnx.BatchStat``) + linear."""
+
+    def __init__(self, dim: int, num_classes: int, *, rngs: nnx.Rngs):
+        params, stats = init_head(rngs.params(), dim, num_classes)
+        self.kernel = nnx.Param(params["kernel"])
+        self.bias = nnx.Param(params["bias"])
+        self.mean = nnx.BatchStat(stats["mean"])
+        self.var = nnx.BatchStat(stats["var"])
+
+    def __call__(
+        self, features: jax.Array, *, train: bool = False, bn_momentum: float = 0.1
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """float[B, D] -> (logits float32[B, C], the running statistics after this batch).
+
+        Pure: in training the new statistics are returned, not stored (see
+        :meth:`set_statistics`), so the call can run under ``jax.grad``.
+        """
+        params = {"kernel": self.kernel.get_value(), "bias": self.bias.get_value()}
+        stats = {"mean": self.mean.get_value(), "var": self.var.get_value()}
+        return apply_head(params, stats, features, train=train, bn_momentum=bn_momentum)
+
+    def set_statistics(self, stats: dict[str, jax.Array]) -> None:
+        """Stores running statistics returned by a training call."""
+        self.mean.set_value(stats["mean"])
+        self.var.set_value(stats["var"])
+
+
+class LinearProbe(nnx.Module):
+    """A frozen encoder's feature (``pool``: cls or mean) through a :class:`ProbeHead`."""
+
+    def __init__(self, encoder: ViTEncoder, num_classes: int, pool: str, *, seed: int = 0):
+        pool_tokens(
+            jnp.zeros((1, encoder.num_prefix_tokens + 1, 1)), pool, encoder.num_prefix_tokens
+        )  # checks the pool mode against the encoder
+        self.encoder = encoder
+        self.pool = pool
+        self.head = ProbeHead(encoder.config.width, num_classes, rngs=nnx.Rngs(params=seed))
+
+    def __call__(
+        self, images: jax.Array, *, train: bool = False, bn_momentum: float = 0.1
+    ) -> jax.Array:
+        """float[B, H, W, C] -> logits float32[B, num_classes] (evaluation statistics)."""
+        return self.logits_and_statistics(images, train=train, bn_momentum=bn_momentum)[0]
+
+    def logits_and_statistics(
+        self, images: jax.Array, *, train: bool, bn_momentum: float
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(logits, running statistics after this batch); no gradient reaches the encoder."""
+        tokens = self.encoder.encode(images)
+        features = jax.lax.stop_gradient(
+            pool_tokens(tokens, self.pool, self.encoder.num_prefix_tokens)
         )
-    return _train_augmented(extractor, eval_data, val, config, log)
+        return self.head(features, train=train, bn_momentum=bn_momentum)
 
 
-def _train_augmented(extractor, eval_data, val, config, log) -> dict[str, Any]:
-    """Per-step features of augmented batches (RandomResizedCrop(0.08, 1) + flip)."""
-    from mim_jax import data
+#: The variables a linear probe trains: the head's kernel and bias (the encoder is frozen).
+PROBE_TRAINABLE = nnx.All(nnx.Param, nnx.PathContains("head"))
 
-    n = len(eval_data.train)
-    batch = min(config.batch_size, n)
-    steps_per_epoch = max(n // batch, 1)
-    total = config.epochs * steps_per_epoch
-    schedule = warmup_cosine(
-        OptimizerConfig(
-            learning_rate=config.peak_lr(),
-            warmup_steps=config.warmup_epochs * steps_per_epoch,
-            total_steps=total,
-            end_learning_rate=0.0,
+
+def build_probe_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    bn_momentum: float,
+) -> Callable:
+    """``step(state, {"image", "label"}, key) -> (state, metrics)`` of a :class:`LinearProbe`
+    split with :data:`PROBE_TRAINABLE` (the BatchNorm statistics live in ``state.constants``)."""
+
+    def loss_fn(params, constants, images, labels):
+        model = nnx.merge(graphdef, params, constants)
+        logits, stats = model.logits_and_statistics(images, train=True, bn_momentum=bn_momentum)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, stats
+
+    def step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
+        del key  # deterministic given the batch
+        chex.assert_rank(batch["image"], 4)
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.constants, batch["image"], batch["label"]
         )
-    )
-    tx = mae_lars(schedule, weight_decay=config.weight_decay, momentum=config.momentum)
-    params, stats = init_head(jax.random.key(config.seed), extractor.width, eval_data.num_classes)
-    carry = (params, stats, tx.init(params))
-    step = jax.jit(_make_step(tx, config.bn_momentum))
-    iterator = data.make_pipeline(
-        eval_data.train,
-        batch_size=batch,
-        image_size=eval_data.image_size,
-        seed=config.seed,
-        scale=(0.08, 1.0),
-    )
-    loss = float("nan")
-    history = []
-    for epoch in range(config.epochs):
-        for _ in range(steps_per_epoch):
-            record = next(iterator)
-            feats = extractor(record["image"])
-            carry, loss_dev = step(carry, (jnp.asarray(feats), jnp.asarray(record["label"])))
-        loss = float(loss_dev)
-        top1, _ = _evaluate(carry[0], carry[1], *val)
-        history.append(top1)
-        log(f"linear probe epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}, val {top1:.4f}")
-    top1, top5 = _evaluate(carry[0], carry[1], *val)
-    return {
-        "linear_top1": top1,
-        "linear_top5": top5,
-        "linear_best_top1": max(history),
-        "linear_train_loss": loss,
-        "lr": config.peak_lr(),
-        "steps": total,
-        "history": history,
-    }
+        model = nnx.merge(graphdef, state.params, state.constants)
+        model.head.set_statistics(stats)
+        _, _, constants = nnx.split(model, PROBE_TRAINABLE, ...)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": loss.astype(jnp.float32),
+            "lr": jnp.asarray(schedule(state.step), jnp.float32),
+        }
+        new_state = state.replace(
+            step=state.step + 1, params=params, constants=constants, opt_state=opt_state
+        )
+        return new_state, metrics
+
+    return step

@@ -7,8 +7,9 @@ construction, and kept as uint8 on the host; each evaluation encodes them with t
 current encoder (one jit-compiled forward, batches of ``batch_size``) and votes. On the demo
 (1000 + 360 digits at 32x32, a 4-block width-64 encoder) one evaluation takes well under a second.
 
-The loop logs ``knn_top1`` / ``knn_top5`` in ``metrics.jsonl`` and keeps the best checkpoint by
-``knn_top1`` (``CheckpointStore(best_metric="knn_top1", best_mode="max")``).
+:func:`knn_hook` wraps it as a hook of the core loop (every ``eval_every`` steps and at every
+checkpoint save): the loop logs ``knn_top1`` / ``knn_top5`` in ``metrics.jsonl`` and keeps the
+best checkpoint by ``knn_top1``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import numpy as np
 from flax import nnx
 
 from mim_jax import data
+from mim_jax.core.loop import Hook, RunResult
+from mim_jax.core.state import StateLayout
 from mim_jax.evaluate.data import eval_sources, pool_tokens
 from mim_jax.evaluate.knn import knn_classify
+from mim_jax.train import pretrain
 
 METRIC = "knn_top1"
 
@@ -109,25 +113,14 @@ class PeriodicEvaluator:
         )
         return {"knn_top1": result["knn_top1"], "knn_top5": result["knn_top5"]}
 
-    def log(self, state: Any, step: int, writer) -> dict[str, float]:
-        """Evaluates ``state`` and writes a metrics record at ``step`` (not counted in img/s)."""
-        writer.start(step)
-        start = time.perf_counter()
-        values = self(state)
-        writer.write(step, {**values, "eval_s": time.perf_counter() - start})
-        writer.start(step)
-        return values
 
-
-def make_periodic_evaluator(
-    config, graphdef: nnx.GraphDef, message: Callable[[str], None]
-) -> PeriodicEvaluator | None:
-    """A :class:`PeriodicEvaluator` when ``config.eval_every > 0`` and the data allows one;
-    otherwise None (saying why through ``message`` when evaluation was asked for)."""
+def knn_hook(config, layout: StateLayout, message: Callable[[str], None]) -> Hook | None:
+    """The periodic kNN evaluator as a core-loop hook when ``config.eval_every > 0`` and the
+    data allows one; otherwise None (saying why through ``message`` when it was asked for)."""
     if not config.get("eval_every"):
         return None
     try:
-        evaluator = PeriodicEvaluator(config, graphdef)
+        evaluator = PeriodicEvaluator(config, layout.graphdef)
     except (ValueError, FileNotFoundError) as err:
         message(f"eval_every={config.eval_every} but no kNN evaluation is possible: {err}")
         return None
@@ -135,4 +128,38 @@ def make_periodic_evaluator(
         f"kNN evaluation (k={evaluator.k}) every {config.eval_every} steps and at each "
         f"checkpoint on {evaluator.description}; best checkpoint by {METRIC}"
     )
-    return evaluator
+
+    def evaluate(state: Any, step: int) -> dict[str, float]:
+        start = time.perf_counter()
+        return {**evaluator(state), "eval_s": time.perf_counter() - start}
+
+    return Hook("kNN", evaluate, every=int(config.eval_every), at_save=True)
+
+
+def run_pretraining(
+    config,
+    workdir: str,
+    *,
+    max_steps: int | None = None,
+    compiled: Any = None,
+    message: Callable[[str], None] = lambda text: print(text, flush=True),
+) -> RunResult:
+    """Pretrains ``config`` (:func:`mim_jax.train.run`) with the evaluators its config declares:
+    the periodic kNN evaluator when ``config.eval_every > 0``, best checkpoint by ``knn_top1``.
+
+    The training command, sweeps and notebooks call this; ``mim_jax.train.run`` alone trains
+    without evaluation.
+    """
+
+    def evaluators(layout: StateLayout) -> list[Hook]:
+        hook = knn_hook(config, layout, message)
+        return [hook] if hook is not None else []
+
+    return pretrain.run(
+        config,
+        workdir,
+        max_steps=max_steps,
+        compiled=compiled,
+        make_hooks=evaluators,
+        best_metric=METRIC if config.get("eval_every") else None,
+    )

@@ -2,7 +2,7 @@
 
 For each strategy, a fixed batch of validation images is masked (one key, so each strategy sees
 the same images), reconstructed by the run's MAE decoder and drawn as rows of
-``original | masked | reconstruction`` (:mod:`mim_jax.train.reconstruction`); the masked-patch
+``original | masked | reconstruction`` (:mod:`mim_jax.core.reconstruction`); the masked-patch
 loss of that batch is reported too.
 """
 
@@ -17,13 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mim_jax.evaluate.pretrained import Pretrained
-from mim_jax.train.reconstruction import (
+from mim_jax.core.reconstruction import (
     reconstruction_fn,
     reconstruction_title,
     save_reconstructions,
 )
-from mim_jax.train.step import MaskSpec
+from mim_jax.core.workdir import Pretrained
+from mim_jax.masking import MaskSpec
 
 
 def reconstruction_figures(

@@ -22,8 +22,7 @@ Start pretraining from imported weights: :func:`init_workdir` (``init-run`` abov
 step 0 of a new run. Layout table and conversions: :mod:`mim_jax.export.layout`.
 """
 
-from mim_jax.export.finetuned import load_finetuned
-from mim_jax.export.head import ClassifierHead
+from mim_jax.export.head import ClassifierHead, load_finetuned
 from mim_jax.export.init_run import init_workdir
 from mim_jax.export.mae import (
     load_mae_state_dict,

@@ -8,9 +8,9 @@ token sequence after its blocks, cls first, ``norm`` = the encoder's final Layer
 - ``global_pool="avg"`` without ``fc_norm``: ``head(mean(norm(x)[:, 1:]))``.
 - ``global_pool="token"``: ``head(norm(x)[:, 0])`` (the cls token), no ``fc_norm``.
 
-The first and last are what :class:`mim_jax.evaluate.finetune.Classifier` computes with
-``global_pool=True`` / ``False``; :func:`mim_jax.export.finetuned.load_finetuned` reads its saved
-checkpoints into a head.
+The first and last are what :class:`mim_jax.evaluate.classifier.Classifier` computes with
+``global_pool=True`` / ``False``; :func:`load_finetuned` reads its saved checkpoints into an
+encoder and a head.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import dataclasses
 from typing import Any, Literal
 
 import numpy as np
+
+from mim_jax.evaluate import classifier
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,3 +81,17 @@ class ClassifierHead:
             out["fc_norm.weight"] = np.asarray(self.fc_norm_scale, np.float32)
             out["fc_norm.bias"] = np.asarray(self.fc_norm_bias, np.float32)
         return out
+
+
+def load_finetuned(directory: Any, step: int | None = None) -> tuple[Any, ClassifierHead]:
+    """``(encoder, head)`` of a classifier saved by fine-tuning
+    (:func:`mim_jax.evaluate.classifier.load_finetuned`), the head as a :class:`ClassifierHead`."""
+    saved = classifier.load_finetuned(directory, step)
+    head = ClassifierHead(
+        kernel=saved.kernel,
+        bias=saved.bias,
+        global_pool="avg" if saved.global_pool else "token",
+        fc_norm_scale=saved.fc_norm_scale,
+        fc_norm_bias=saved.fc_norm_bias,
+    )
+    return saved.encoder, head

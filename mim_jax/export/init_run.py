@@ -20,10 +20,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-from flax import nnx
-
+from mim_jax import models
+from mim_jax.core.checkpoint import CheckpointStore
+from mim_jax.core.workdir import run_layout
 from mim_jax.export.mae import StateLike, load_mae_state_dict
 
 
@@ -43,11 +42,6 @@ def init_workdir(config: Any, workdir: str | os.PathLike, weights: StateLike) ->
       ValueError: the workdir already has a checkpoint, or the weights do not fit the config's
         model (the message names the key and the shapes).
     """
-    from mim_jax import configs, models
-    from mim_jax.evaluate.pretrained import run_optimizer
-    from mim_jax.train.checkpoint import CheckpointStore
-    from mim_jax.train.step import TrainState
-
     directory = os.path.join(os.fspath(workdir), "checkpoints")
     if os.path.isdir(directory):
         store = CheckpointStore(directory, async_save=False)
@@ -59,16 +53,9 @@ def init_workdir(config: Any, workdir: str | os.PathLike, weights: StateLike) ->
                 "imported weights would be ignored. Use a new workdir."
             )
     # Check the weights against the model before anything is written.
-    model = models.mae_model(rngs=config.seed, **configs.to_model_kwargs(config))
+    model = models.mae_model(rngs=config.seed, **models.mae_kwargs(config))
     load_mae_state_dict(model, weights, missing_decoder="keep")
-    tx = run_optimizer(config)
-    _, params, constants = nnx.split(model, nnx.Param, ...)
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        constants=constants,
-        opt_state=jax.jit(tx.init)(params),
-    )
+    state = run_layout(config, model).place(model)
     store = CheckpointStore(directory, keep=config.keep_checkpoints, async_save=False)
     try:
         store.save(0, state, config=config.to_dict())

@@ -11,7 +11,10 @@ import dataclasses
 import os
 from typing import Any
 
-from mim_jax.export.head import ClassifierHead
+from mim_jax.core.checkpoint import CheckpointStore
+from mim_jax.core.workdir import Pretrained, checkpoint_directory, load_pretrained
+from mim_jax.evaluate.classifier import is_finetuned
+from mim_jax.export.head import ClassifierHead, load_finetuned
 from mim_jax.models.crossmae import CrossMAEDecoder
 from mim_jax.models.mae import MAE, MAEDecoder
 from mim_jax.models.vit import ViTEncoder
@@ -38,9 +41,6 @@ class ExportSource:
 
 def _stored_config(path: str | os.PathLike, step: int | None) -> tuple[str, dict | None]:
     """The checkpoint folder under ``path`` and the config stored with ``step`` (None if unread)."""
-    from mim_jax.evaluate.pretrained import checkpoint_directory
-    from mim_jax.train.checkpoint import CheckpointStore
-
     directory = checkpoint_directory(path)
     store = CheckpointStore(directory, async_save=False)
     try:
@@ -56,8 +56,8 @@ def resolve(source: Any, step: int | None = None) -> ExportSource:
 
     Args:
       source: a run's workdir (str / PathLike, restored with
-        :func:`mim_jax.evaluate.pretrained.load_pretrained`), the folder a fine-tuning run saved
-        its classifier to (:func:`mim_jax.export.finetuned.load_finetuned`: encoder + head), a
+        :func:`mim_jax.core.workdir.load_pretrained`), the folder a fine-tuning run saved
+        its classifier to (:func:`mim_jax.evaluate.classifier.load_finetuned`: encoder + head), a
         ``Pretrained``, an ``MAE`` or a ``ViTEncoder``.
       step: checkpoint step for a workdir (None = latest); must be None otherwise.
 
@@ -66,9 +66,6 @@ def resolve(source: Any, step: int | None = None) -> ExportSource:
       ValueError: ``step`` given with an in-memory model.
     """
     if isinstance(source, str | os.PathLike):
-        from mim_jax.evaluate.pretrained import load_pretrained
-        from mim_jax.export.finetuned import is_finetuned, load_finetuned
-
         directory, config = _stored_config(source, step)
         if is_finetuned(config):
             encoder, head = load_finetuned(directory, step)
@@ -76,8 +73,6 @@ def resolve(source: Any, step: int | None = None) -> ExportSource:
         source = load_pretrained(source, step)
     elif step is not None:
         raise ValueError("step selects a checkpoint in a workdir; pass a path to use it.")
-    from mim_jax.evaluate.pretrained import Pretrained
-
     if isinstance(source, Pretrained):
         return ExportSource(
             encoder=source.model.encoder,
@@ -96,7 +91,7 @@ def resolve(source: Any, step: int | None = None) -> ExportSource:
     raise TypeError(
         f"cannot export a {type(source).__name__}; pass a run's (or fine-tuning's) checkpoint "
         "folder, a Pretrained "
-        "(mim_jax.evaluate.pretrained.load_pretrained), an MAE or a ViTEncoder."
+        "(mim_jax.core.workdir.load_pretrained), an MAE or a ViTEncoder."
     )
 
 

@@ -17,19 +17,25 @@ them; ``notebooks/masking_explorer.ipynb`` shows both.
 
 from mim_jax.masking import stats
 from mim_jax.masking.base import MaskGenerator
-from mim_jax.masking.color import COLORS
+from mim_jax.masking.color import COLORS, FILTERS, color_noise
 from mim_jax.masking.colorbank import generate_bank, load_bank, save_bank
 from mim_jax.masking.core import Masks, num_masked, num_visible
 from mim_jax.masking.registry import STRATEGIES, get, names
+from mim_jax.masking.spec import MaskSpec, mask_options, mask_spec_from_config
 
 __all__ = [
     "COLORS",
+    "FILTERS",
     "STRATEGIES",
     "MaskGenerator",
+    "MaskSpec",
     "Masks",
+    "color_noise",
     "generate_bank",
     "get",
     "load_bank",
+    "mask_options",
+    "mask_spec_from_config",
     "names",
     "num_masked",
     "num_visible",

@@ -8,8 +8,17 @@ sigmas beside it; a file with a single unnamed array, such as the official banks
 
 Crop modes:
   ``per_sample`` (default): every sample draws its own pattern, offset and flips.
-  ``batch_shared`` (the paper's code, exactly): sample ``i`` uses pattern ``i mod L``; the batch
-  shares one crop offset and one horizontal/vertical flip pair per pass over the bank.
+  ``batch_shared`` (the paper's code, exactly): the official code runs on every device (GPU) for
+  that device's local batch: local sample ``i`` uses pattern ``i mod L``, and the local batch
+  shares one crop offset and one horizontal/vertical flip pair per pass over the bank, drawn
+  with the device's own seed. mim_jax draws masks for the global batch inside the sharded train
+  step, so the option ``shards`` says how many data shards the batch is split into (the number
+  of batch-sharded devices, data x fsdp; the batch is split into ``shards`` consecutive equal
+  blocks, as the batch sharding splits it): each block restarts at pattern 0 and draws its own
+  offsets and flips, exactly as each device does in the official code. With ``shards=1`` (the
+  default) the whole batch is one device's batch: identical to the official code on one GPU, and
+  on several devices it differs only in that samples beyond the first ``B / devices`` continue
+  with patterns ``B / devices, ...`` instead of restarting at 0 with their own crop.
 """
 
 from __future__ import annotations
@@ -25,15 +34,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from mim_jax.masking.base import MaskGenerator
-from mim_jax.masking.color import (
+from mim_jax.masking.color import filtered_noise, random_windows
+from mim_jax.masking.core import Grid, Masks, masks_from_scores
+from mim_jax.masking.filters import (
     COLORS,
+    SHAPE_OPTIONS,
     Sigma,
     color_transfer,
-    filtered_noise,
-    random_windows,
-    resolve_sigmas,
+    resolve_filter,
 )
-from mim_jax.masking.core import Grid, Masks, masks_from_scores
 
 CROP_MODES = ("per_sample", "batch_shared")
 
@@ -43,7 +52,8 @@ def generate_bank(
     num_patterns: int = 1024,
     size: int = 64,
     seed: int = 0,
-    **sigmas: Sigma | None,
+    filter: str = "figure",
+    **params: Sigma | None,
 ) -> np.ndarray:
     """Makes a bank of colour-noise patterns.
 
@@ -55,32 +65,34 @@ def generate_bank(
       num_patterns: L, the number of patterns.
       size: side of each square pattern, in patches; windows of any grid up to it can be cut.
       seed: PRNG seed; the same arguments always give the same bank.
-      **sigmas: ``sigma`` or ``sigma1``/``sigma2`` as for the ``color`` strategy.
+      filter: "figure" (default) or "paper", as for the ``color`` strategy.
+      **params: the filter's shape options as for the ``color`` strategy (``center``,
+        ``width``, ``low_width``; or ``sigma``, ``sigma1``, ``sigma2`` with ``filter="paper"``).
 
     Returns:
       float32[L, size, size].
     """
-    resolved = resolve_sigmas("colorbank", color, sigmas, 2)
+    resolved = resolve_filter("colorbank", color, filter, params, 2)
     if num_patterns < 1 or size < 1:
         raise ValueError(
             f"colorbank: num_patterns and size must be >= 1, got {num_patterns}, {size}."
         )
     field = (2 * size, 2 * size)
-    transfer = color_transfer(color, field, **resolved)
+    transfer = color_transfer(color, field, filter, None, **resolved)
     chunks = []
     for start in range(0, num_patterns, 256):
         key = jax.random.fold_in(jax.random.key(seed), start)
         n = min(256, num_patterns - start)
-        chunks.append(np.asarray(filtered_noise(key, n, transfer, field)[:, :size, :size]))
+        chunks.append(np.asarray(filtered_noise(key, n, transfer, field, (size, size))))
     bank = np.concatenate(chunks)
     bank -= bank.mean(axis=(1, 2), keepdims=True)
     bank /= bank.std(axis=(1, 2), keepdims=True) + 1e-12
     return bank.astype(np.float32)
 
 
-def save_bank(path: str | os.PathLike, bank: np.ndarray, color: str, **sigmas: Any) -> None:
-    """Writes ``bank`` (float32[L, M, N]) to an ``.npz`` with its colour and sigmas."""
-    meta = {f"meta_{k}": np.asarray(v) for k, v in sigmas.items() if v is not None}
+def save_bank(path: str | os.PathLike, bank: np.ndarray, color: str, **params: Any) -> None:
+    """Writes ``bank`` (float32[L, M, N]) to an ``.npz`` with its colour and filter options."""
+    meta = {f"meta_{k}": np.asarray(v) for k, v in params.items() if v is not None}
     np.savez(path, noise=np.asarray(bank, np.float32), meta_color=np.asarray(color), **meta)
 
 
@@ -118,20 +130,34 @@ class ColorBankMasking(MaskGenerator):
         against the colour stored in a bank file.
       bank: None (generate), a path to an ``.npz`` bank, or an array float32[L, M, N].
       crop: "per_sample" (default) or "batch_shared" (paper-exact); see the module docstring.
+      shards: for ``batch_shared``, the number of data shards (devices) the batch is split into;
+        each shard's block of the batch uses patterns 0, 1, ... with its own crop and flips [1].
       num_patterns, size, seed: the generated bank's L, side and seed (ignored for a given bank).
-      sigma, sigma1, sigma2: the generated bank's filter (as for ``color``).
+      filter, center, width, low_width, sigma, sigma1, sigma2: the generated bank's filter (as
+        for ``color``).
     """
 
     name = "colorbank"
     color: str = "green"
     bank: Any = None
     crop: str = "per_sample"
+    shards: int = 1
     num_patterns: int = 1024
     size: int = 64
     seed: int = 0
+    filter: str = "figure"
+    center: float | None = None
+    width: float | None = None
+    low_width: float | None = None
     sigma: Sigma | None = None
     sigma1: Sigma | None = None
     sigma2: Sigma | None = None
+
+    # Identity, not field equality: the bank is an array (and MaskGenerator's generated __eq__ and
+    # __hash__ see none of this class's fields), so two colorbank generators are the same
+    # generator, sharing one compiled function, only when they are the same object.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
     def _validate_options(self) -> None:
         if self.crop not in CROP_MODES:
@@ -142,9 +168,13 @@ class ColorBankMasking(MaskGenerator):
             raise ValueError(
                 f"colorbank: unknown color {self.color!r}; valid colors: {', '.join(COLORS)}."
             )
-        sigmas = {"sigma": self.sigma, "sigma1": self.sigma1, "sigma2": self.sigma2}
+        if not isinstance(self.shards, int) or isinstance(self.shards, bool) or self.shards < 1:
+            raise ValueError(f"colorbank: option shards must be an int >= 1, got {self.shards!r}.")
+        params = {opt: getattr(self, opt) for opt in SHAPE_OPTIONS}
         if self.bank is None:
-            bank = generate_bank(self.color, self.num_patterns, self.size, self.seed, **sigmas)
+            bank = generate_bank(
+                self.color, self.num_patterns, self.size, self.seed, self.filter, **params
+            )
         elif isinstance(self.bank, str | os.PathLike):
             bank, meta = load_bank(self.bank)
             stored = meta.get("color")
@@ -183,22 +213,36 @@ class ColorBankMasking(MaskGenerator):
             windows = self._batch_shared_windows(key, batch_size, grid)
         return masks_from_scores(windows.reshape(batch_size, -1), k)
 
+    def __call__(self, key: jax.Array, *, batch_size: int, grid: Grid, mask_ratio: float) -> Masks:
+        if self.crop == "batch_shared" and isinstance(batch_size, int) and batch_size % self.shards:
+            raise ValueError(
+                f"colorbank: batch_size={batch_size} does not split into shards={self.shards} "
+                f"equal blocks; use a multiple of {self.shards}."
+            )
+        return super().__call__(key, batch_size=batch_size, grid=grid, mask_ratio=mask_ratio)
+
     def _batch_shared_windows(self, key: jax.Array, batch_size: int, grid: Grid) -> jax.Array:
-        """Pattern ``i mod L`` for sample ``i``; one offset and flip pair per pass over the bank."""
+        """Per shard: pattern ``i mod L`` for local sample ``i``; one offset and flip pair per
+        pass over the bank, drawn independently for every shard."""
         bank = self._bank
         num, m, n = bank.shape
-        passes = math.ceil(batch_size / num)
+        local = batch_size // self.shards
+        passes = math.ceil(local / num)
         key_offset, key_flip = jax.random.split(key)
         offsets = jax.random.randint(
-            key_offset, (passes, 2), 0, jnp.asarray([m - grid[0] + 1, n - grid[1] + 1])
+            key_offset,
+            (self.shards, passes, 2),
+            0,
+            jnp.asarray([m - grid[0] + 1, n - grid[1] + 1]),
         )
-        flips = jax.random.bernoulli(key_flip, 0.5, (passes, 2))
+        flips = jax.random.bernoulli(key_flip, 0.5, (self.shards, passes, 2))
         sample = jnp.arange(batch_size)
-        pattern, pass_index = sample % num, sample // num
+        shard, local_index = sample // local, sample % local
+        pattern, pass_index = local_index % num, local_index // num
 
         def crop_one(pattern_i, offset_i, flip_i):
             out = jax.lax.dynamic_slice(bank[pattern_i], tuple(offset_i), grid)
             out = jnp.where(flip_i[0], out[:, ::-1], out)  # horizontal flip
             return jnp.where(flip_i[1], out[::-1, :], out)  # vertical flip
 
-        return jax.vmap(crop_one)(pattern, offsets[pass_index], flips[pass_index])
+        return jax.vmap(crop_one)(pattern, offsets[shard, pass_index], flips[shard, pass_index])

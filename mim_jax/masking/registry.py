@@ -52,7 +52,7 @@ def get(name: str, **options: Any) -> MaskGenerator:
         ((8, 49), (8, 147), (8, 196), (8, 196))
         >>> str(m.keep.dtype), str(m.mask.dtype), int(m.mask.sum(axis=1).max())
         ('int32', 'bool', 147)
-        >>> gen = masking.get("red", sigma=3.0)   # a colour with its sigma option
+        >>> gen = masking.get("red", width=0.05)  # a colour with a filter option
         >>> gen = masking.get("block", min_num_patches=8)  # a strategy with an option
         >>> tube = masking.get("tube")            # video: grid (T, H, W)
         >>> tube(jax.random.key(1), batch_size=2, grid=(8, 14, 14), mask_ratio=0.9)
@@ -106,37 +106,48 @@ def get(name: str, **options: Any) -> MaskGenerator:
                               0.75, even sides; ``m.secondary`` marks re-hidden tokens.
     tube        (T, H, W)     none. VideoMAE: one spatial pattern repeated in every frame;
                               K must be a multiple of T (the error names ratios that work).
-    color       (H, W)        color ["green"], sigma, sigma1, sigma2, margin [None = auto].
-                              ColorMAE filtered noise made on the fly, K highest visible.
-    color3d     (T, H, W)     as color; each sigma one number or (sigma_t, sigma_h,
-                              sigma_w). Video masks that move smoothly in time.
-    color_tf    (T, F)        as color; each sigma one number or (sigma_time, sigma_freq);
-                              defaults halve the image sigmas along F. Spectrograms.
+    color       (H, W)        color ["green"], filter ["figure" | "paper"], center, width,
+                              low_width, sigma, sigma1, sigma2, scale [1], margin [None =
+                              auto]. ColorMAE filtered noise made on the fly, K highest
+                              visible.
+    color3d     (T, H, W)     as color; scale=(scale_t, 1, 1) (or paper sigmas per axis)
+                              sets time apart. Video masks that move smoothly in time.
+    color_tf    (T, F)        as color; defaults make patterns half as long along F
+                              (scale (1, 0.5); paper: sigmas halved along F). Spectrograms.
     colorbank   (H, W)        color ["green"], bank [None = generate | path.npz | float32
                               array [L, M, N]], crop ["per_sample" | "batch_shared"],
-                              num_patterns [1024], size [64], seed [0], sigma, sigma1,
-                              sigma2. ColorMAE's released method: windows cut from a bank.
+                              shards [1], num_patterns [1024], size [64], seed [0], and
+                              color's filter options. ColorMAE's released method: windows
+                              cut from a bank.
     ==========  ============  ===========================================================
 
     Colours (``color=`` of color, color3d, color_tf, colorbank): white (no filter, like
-    random), red (low-pass ``G(sigma)``: a few large blobs), blue (high-pass ``1 - G(sigma)``:
-    spread out), green (band-pass ``G(sigma1) - G(sigma2)``: mid-size clusters, ColorMAE's
-    choice), purple (band-stop ``1 - (G(sigma1) - G(sigma2))``). ``G`` is a Gaussian blur with
-    a std in patches. Red and blue read ``sigma`` (defaults 2 and 1); green and purple read
-    ``sigma1 < sigma2`` (defaults 1 and 2); white reads none. ``margin`` pads the periodic
-    noise field before each sample's random crop (auto: ``ceil(4 * largest sigma)``). A colour
-    name alone is shorthand: ``get("blue", sigma=2.0) == get("color", color="blue",
-    sigma=2.0)``. Registered names: :func:`names` (the table's names, then the colours).
+    random), red (low-pass: a few large blobs), blue (high-pass: spread out), green (band-pass:
+    mid-size clusters, ColorMAE's choice), purple (band-stop: blobs of fine checkerboard). By
+    default (``filter="figure"``) the filters are shaped so the noise's periodogram matches the
+    official ColorMAE noise (its repository's overview figure); their shapes are Gaussians in
+    the radial frequency ``|f|`` (cycles/patch): red reads ``width``, green and blue ``center``
+    and ``width``, purple also ``low_width`` (defaults in :mod:`mim_jax.masking.filters`).
+    ``filter="paper"`` uses the paper's formulas with ``G`` a Gaussian blur of std in patches:
+    red ``G(sigma)``, blue ``1 - G(sigma)`` (``sigma`` defaults 2 and 1), green
+    ``G(sigma1) - G(sigma2)``, purple ``1 - (G(sigma1) - G(sigma2))`` (``sigma1 < sigma2``,
+    defaults 1 and 2). White reads no shape option. ``scale`` stretches the pattern per axis;
+    ``margin`` pads the periodic noise field (auto: about four correlation lengths).
+    :func:`mim_jax.masking.color_noise` returns the noise itself. A colour name alone is
+    shorthand: ``get("blue", width=0.3) == get("color", color="blue", width=0.3)``.
+    Registered names: :func:`names` (the table's names, then the colours).
 
     Raises:
       ValueError: from ``get``: ``name`` is not a registered name or colour, an option is not
-        one the strategy takes, or an option value is out of range (a negative sigma, green with
-        ``sigma1 >= sigma2``, a sigma option the colour does not read, an unknown colour or
-        crop mode, an unreadable bank file). From the call: ``batch_size < 1``, a grid of the
-        wrong rank for the strategy or with a side < 1, ``mask_ratio`` outside (0, 1) or leaving
-        no visible or no masked patch, or the strategy's own limits above (grid/uniform ratio
-        and sides, simmim divisibility, tube's K multiple of T, block's 2x2 minimum, a grid
-        larger than colorbank's patterns). Every message names the bad value and what is valid.
+        one the strategy takes, or an option value is out of range (a negative sigma or width,
+        paper green with ``sigma1 >= sigma2``, a filter option the colour does not read, an
+        unknown colour, filter or crop mode, an unreadable bank file). From the call:
+        ``batch_size < 1``, a grid of the wrong rank for the strategy or with a side < 1,
+        ``mask_ratio`` outside (0, 1) or leaving no visible or no masked patch, or the
+        strategy's own limits above (grid/uniform ratio and sides, simmim divisibility, tube's
+        K multiple of T, block's 2x2 minimum, a grid larger than colorbank's patterns, a batch
+        that colorbank's ``shards`` do not divide). Every message names the bad value and what
+        is valid.
     """
     if not isinstance(name, str):
         raise ValueError(f"mask name must be a string, got {name!r}; valid: {', '.join(names())}.")

@@ -17,7 +17,7 @@ from mim_jax.models.crossmae import CrossMAEDecoder, num_queries, select_queries
 from mim_jax.models.flops import mae_forward_flops, mae_train_flops
 from mim_jax.models.layers import FixedEmbed
 from mim_jax.models.loss import denormalize_patches, mae_loss, normalize_patches
-from mim_jax.models.mae import MAE, MAEDecoder, MAEOutput, mae_config, mae_model
+from mim_jax.models.mae import MAE, MAEDecoder, MAEOutput, mae_config, mae_kwargs, mae_model
 from mim_jax.models.patching import (
     PatchSpec,
     patchify,
@@ -49,6 +49,7 @@ __all__ = [
     "gather_tokens",
     "mae_config",
     "mae_forward_flops",
+    "mae_kwargs",
     "mae_loss",
     "mae_model",
     "mae_train_flops",

@@ -1,7 +1,7 @@
 """CrossMAE decoder: queries at a subset of the masked positions cross-attend to the encoder.
 
 After Fu et al., "Rethinking Patch Dependence for Masked Autoencoders" (``TonyLianLong/CrossMAE``
-``models_cross.py`` / ``transformer_utils.py``; research/masking.md section 8):
+``models_cross.py`` / ``transformer_utils.py``; docs/mae_recipes.md, "CrossMAE"):
 
 - each query is ``mask_token + decoder_pos_embed[position]`` (no visible tokens in the decoder);
 - blocks are pre-norm: ``x += CrossAttn(LN(x), y); x += MLP(LN(x))``, with an optional

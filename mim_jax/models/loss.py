@@ -2,8 +2,8 @@
 
 Target: per-patch normalised pixels when ``norm_pix_loss``, ``(t - mean) / sqrt(var + 1e-6)``
 over the patch's p*q*C values with torch's default **unbiased** variance (ddof=1), computed in
-float32 (research/masking.md section 11.1). Loss: per-patch MSE, then the mean over the patches
-whose weight is 1 (the masked ones for MAE, the queried ones for CrossMAE).
+float32 (docs/mae_recipes.md, "Pretraining loss"). Loss: per-patch MSE, then the mean over
+the patches whose weight is 1 (the masked ones for MAE, the queried ones for CrossMAE).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Masked autoencoder (He et al. 2022) with an MAE or CrossMAE decoder, in Flax NNX.
 
-Forward pass of :class:`MAE` (``facebookresearch/mae`` ``models_mae.py``, research/masking.md
-sections 2 and 11):
+Forward pass of :class:`MAE` (``facebookresearch/mae`` ``models_mae.py``, docs/mae_recipes.md):
 
 1. ``patches = patchify(inputs)`` (float32, also the target);
 2. the encoder embeds only the visible patches ``patches[masks.keep]`` with their position rows
@@ -30,7 +29,9 @@ listed in :mod:`mim_jax.models.vit` under the ``encoder.`` prefix.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from typing import Any
 
 import chex
 import jax
@@ -328,3 +329,34 @@ def mae_model(name: str = "vit_base", *, rngs: nnx.Rngs | int = 0, **kwargs) -> 
     if isinstance(rngs, int):
         rngs = nnx.Rngs(params=rngs)
     return MAE(mae_config(name, **kwargs), rngs=rngs)
+
+
+def _plain(value: Any) -> Any:
+    """ConfigDicts / mappings as dicts and lists as tuples (hashable, mae_config-ready)."""
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def mae_kwargs(config: Any) -> dict[str, Any]:
+    """A run config's ``config.model`` as keyword arguments of :func:`mae_config`.
+
+    ``name`` is included (``mae_config(**kwargs)`` and ``mae_model(**kwargs)`` work);
+    ``encoder_overrides`` becomes a plain dict (None when empty).
+
+    Raises:
+      ValueError: a model field that :func:`mae_config` does not take.
+    """
+    params = inspect.signature(mae_config).parameters
+    kwargs = {k: _plain(v) for k, v in config.model.items()}
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ValueError(
+            f"config.model has fields mae_config does not take: {', '.join(unknown)}; "
+            f"valid: {', '.join(params)}."
+        )
+    if "encoder_overrides" in kwargs:
+        kwargs["encoder_overrides"] = dict(kwargs["encoder_overrides"] or {}) or None
+    return kwargs

@@ -1,7 +1,7 @@
 """Fixed sin-cos position embeddings (NumPy, computed once at model construction).
 
 The 2-D table reproduces MAE's ``util/pos_embed.py :: get_2d_sincos_pos_embed``
-(``facebookresearch/mae``; see research/masking.md section 11.3):
+(``facebookresearch/mae``; see docs/mae_recipes.md, "Patches and position tables"):
 
 - 1-D table at width d for positions ``pos``: ``[sin(pos * w_k) for k < d/2] ++ [cos(pos * w_k)]``
   (concatenated, not interleaved) with ``w_k = 10000 ** (-k / (d/2))``;

@@ -19,8 +19,8 @@ def gather_tokens(x: jax.Array, ids: jax.Array, method: GatherMethod = "take") -
       ids: int32[B, M] indices into L.
       method: "take" is an XLA gather (its gradient is a scatter-add). "onehot" is
         ``einsum(one_hot(ids, L), x)``, a matmul whose gradient is a matmul: FLIP's trick for TPU,
-        where gather/scatter is slow (research/masking.md section 12.3). It runs at HIGHEST
-        precision so float32 selection stays exact.
+        where gather/scatter is slow (docs/mae_recipes.md, "Gather versus one-hot"). It runs
+        at HIGHEST precision so float32 selection stays exact.
 
     Returns:
       [B, M, D], same dtype as ``x``.

@@ -1,14 +1,18 @@
-"""Train state, optimizer, sharding, checkpoints, metrics and the loop.
+"""MAE pretraining: the jit-compiled, sharded train step and the pretraining job.
 
-``mim_jax.train.run(config, workdir)`` trains a config from Python (notebooks);
-``python -m mim_jax.train --config ... --workdir ...`` does the same from the shell.
+``mim_jax.train.run(config, workdir)`` pretrains a config from Python (notebooks);
+``python -m mim_jax.train --config ... --workdir ...`` does the same from the shell and also
+runs the periodic kNN evaluator that ``config.eval_every`` asks for.
 """
 
-from typing import Any
+from mim_jax.train.pretrain import compile_step, run, step_signature
+from mim_jax.train.step import CompiledStep, build_train_step, compile_train_step
 
-
-def run(config: Any, workdir: str):
-    """Trains ``config`` in ``workdir`` (see :func:`mim_jax.train.loop.run`)."""
-    from mim_jax.train.loop import run as _run
-
-    return _run(config, workdir)
+__all__ = [
+    "CompiledStep",
+    "build_train_step",
+    "compile_step",
+    "compile_train_step",
+    "run",
+    "step_signature",
+]

@@ -5,7 +5,7 @@ stops (with a checkpoint) after N steps of this invocation, e.g. to fit a job's 
 
 Multi-process runs (TPU pod slices, SLURM jobs, several local processes) run the same command in
 every process; ``--distributed`` and ``--coordinator/--num-processes/--process-id`` say how the
-processes find each other (see :mod:`mim_jax.distributed`). The workdir must be a place every
+processes find each other (see :mod:`mim_jax.core.distributed`). The workdir must be a place every
 process sees: a bucket URL (``gs://bucket/run``, with ``pip install 'mim_jax[gcs]'``), a shared
 disk, or a bucket mounted on every host.
 
@@ -28,7 +28,7 @@ EXIT_CODES = {"finished": 0, "paused": 0, "preempted": 0, "nan": 3}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mim_jax import distributed
+    from mim_jax.core import distributed
 
     parser = argparse.ArgumentParser(
         prog="python -m mim_jax.train",
@@ -75,11 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(distributed.describe(), flush=True)
 
     from mim_jax import configs
-    from mim_jax.train.loop import run
+    from mim_jax.evaluate.periodic import run_pretraining
 
     try:
         config = configs.load(args.config, [r[2:] for r in rest])
-        result = run(config, args.workdir, max_steps=args.max_steps)
+        result = run_pretraining(config, args.workdir, max_steps=args.max_steps)
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
     return EXIT_CODES[result.stopped]

@@ -1,11 +1,12 @@
-"""The train state and the single jit-compiled, sharded MAE train step.
+"""The single jit-compiled, sharded MAE pretraining step.
 
 ``train_step(state, batch, key) -> (state, metrics)`` is a pure function over ``nnx.split``
 state: masks are drawn inside it from ``fold_in(key, step)`` (so a resumed run redraws the same
 masks), the model is merged from its graph definition, and AdamW updates the parameters. It is
-compiled once with ``in_shardings``/``out_shardings`` from the mesh and the logical-axis rules and
-with the state donated. Gradient accumulation runs ``accum_steps`` micro-batches in a
-``lax.scan`` and applies one averaged update, so it matches the large batch.
+compiled once through the run core's one layout/place/jit path (:mod:`mim_jax.core.state`):
+``in_shardings``/``out_shardings`` from the mesh and the logical-axis rules, the state donated.
+Gradient accumulation runs ``accum_steps`` micro-batches in a ``lax.scan`` and applies one
+averaged update, so it matches the large batch.
 
 Sharding: the batch is split over ``data`` x ``fsdp``; masks for the global batch come from one
 key (threefry is partitionable, so each device draws only its own samples' noise and every sample
@@ -27,50 +28,17 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx, struct
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
-from mim_jax import masking
+from mim_jax.core.sharding import batch_sharding, replicated
+from mim_jax.core.state import StateLayout, TrainState, state_layout
+from mim_jax.masking import MaskSpec
 from mim_jax.models.mae import MAE
 from mim_jax.models.sharding_rules import LOGICAL_AXIS_RULES, AxisRule
-from mim_jax.train.sharding import (
-    batch_sharding,
-    optimizer_shardings,
-    replicated,
-    state_shardings,
-)
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
-
-
-@struct.dataclass
-class TrainState:
-    """Everything a step changes or reads, as one pytree (what checkpoints save).
-
-    Attributes:
-      step: int32 scalar, optimizer steps taken.
-      params: nnx.State of the model's ``nnx.Param`` variables (float32).
-      constants: nnx.State of the other variables (fixed position tables).
-      opt_state: the optax state (AdamW moments, schedule count).
-    """
-
-    step: jax.Array
-    params: Any
-    constants: Any
-    opt_state: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class MaskSpec:
-    """Which masks the step draws: a registry or colour name, its options and the ratio."""
-
-    name: str = "random"
-    ratio: float = 0.75
-    options: tuple[tuple[str, Any], ...] = ()
-
-    def generator(self) -> masking.MaskGenerator:
-        return masking.get(self.name, **dict(self.options))
 
 
 MaskSpecs = MaskSpec | Sequence[MaskSpec]
@@ -106,15 +74,28 @@ class CompiledStep:
 
     step: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
     state: TrainState
-    state_sharding: TrainState
+    layout: StateLayout
     batch_sharding: NamedSharding
-    graphdef: nnx.GraphDef
-    mesh: Mesh
     mask_specs: tuple[MaskSpec, ...] = ()  # empty: a single-mask step
-    init_state: Callable[[MAE], TrainState] | None = None  # fresh state for a same-shaped model
     jitted: Any = None  # the jax.jit object; its cache holds the executable
     mask: MaskSpec | None = None  # the spec ``for_mask`` bound, if any
-    signature: str | None = None  # what it was compiled for (mim_jax.train.loop.step_signature)
+    signature: str | None = None  # what it was compiled for (mim_jax.train.pretrain.signature)
+
+    @property
+    def graphdef(self) -> nnx.GraphDef:
+        return self.layout.graphdef
+
+    @property
+    def mesh(self) -> Mesh:
+        return self.layout.mesh
+
+    @property
+    def state_sharding(self) -> TrainState:
+        return self.layout.shardings
+
+    def init_state(self, model: MAE) -> TrainState:
+        """A fresh state for another model of the same architecture (a sweep's next run)."""
+        return self.layout.place(model)
 
     def for_mask(self, spec: MaskSpec) -> CompiledStep:
         """This step with the mask fixed to ``spec`` (one of ``mask_specs``); same executable.
@@ -141,8 +122,7 @@ class CompiledStep:
 
     def model(self, state: TrainState | None = None) -> MAE:
         """The model with ``state``'s (default: the initial state's) parameters."""
-        state = self.state if state is None else state
-        return nnx.merge(self.graphdef, state.params, state.constants)
+        return self.layout.model(self.state if state is None else state)
 
 
 def build_train_step(
@@ -278,54 +258,18 @@ def compile_train_step(
             jax.random.key(0),
         )
 
-    graphdef, params, constants = nnx.split(model, nnx.Param, ...)
-    params_sh = state_shardings(params, mesh, rules)
-    constants_sh = state_shardings(constants, mesh, rules)
-    params = jax.device_put(params, params_sh)
-    opt_sh = optimizer_shardings(tx, params, params_sh, mesh)
-    opt_init = jax.jit(tx.init, out_shardings=opt_sh)
-
-    def place(new_params, new_constants) -> TrainState:
-        new_params = jax.device_put(new_params, params_sh)
-        return TrainState(
-            step=jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh)),
-            params=new_params,
-            constants=jax.device_put(new_constants, constants_sh),
-            opt_state=opt_init(new_params),
-        )
-
-    def init_state(new_model: MAE) -> TrainState:
-        new_graphdef, new_params, new_constants = nnx.split(new_model, nnx.Param, ...)
-        if new_graphdef != graphdef:
-            raise ValueError(
-                "init_state: the model's architecture differs from the one the step was compiled "
-                "for; compile a step for it."
-            )
-        return place(new_params, new_constants)
-
-    state = place(params, constants)
-    state_sh = TrainState(
-        step=replicated(mesh), params=params_sh, constants=constants_sh, opt_state=opt_sh
-    )
+    layout = state_layout(model, tx, mesh, rules)
     image_sh = batch_sharding(mesh, len(grid) + 2)
     batch_sh = {"image": image_sh}
     if indexed:
         batch_sh["mask_index"] = replicated(mesh)
-    step_fn = build_train_step(graphdef, tx, schedule, mask_spec, grid, accum_steps, mesh)
-    compiled = jax.jit(
-        step_fn,
-        in_shardings=(state_sh, batch_sh, replicated(mesh)),
-        out_shardings=(state_sh, replicated(mesh)),
-        donate_argnums=0,
-    )
+    step_fn = build_train_step(layout.graphdef, tx, schedule, mask_spec, grid, accum_steps, mesh)
+    compiled = layout.jit(step_fn, batch_sh)
     return CompiledStep(
         compiled,
-        state,
-        state_sh,
+        layout.place(model),
+        layout,
         image_sh,
-        graphdef,
-        mesh,
         mask_specs=specs if indexed else (),
-        init_state=init_state,
         jitted=compiled,
     )

@@ -1,0 +1,81 @@
+"""Timing helpers of the benchmarks: interleaved medians, best-of-N and the matmul peak.
+
+They depend on nothing else in :mod:`mim_jax.bench` (JAX and the standard library only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+
+from mim_jax.core.metrics import Eta
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[int], object]], repeats: int, inner: int
+) -> dict[str, float]:
+    """Median seconds per call of each function, timing them in alternation.
+
+    Each round calls every function ``inner`` times in a row (after ``block_until_ready``); the
+    rounds alternate between functions so that drift in machine load hits all of them alike.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    call = 0
+    eta = Eta(repeats, "timing round")
+    for r in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(inner):
+                out = fn(call)
+                call += 1
+            jax.block_until_ready(out)
+            samples[name].append((time.perf_counter() - start) / inner)
+        print(eta.line(r + 1, ", ".join(fns)), file=sys.stderr, flush=True)  # stdout: JSON
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+MATMUL_SIZE = 2048
+
+
+def best_seconds(call: Callable[[], object], repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls of ``call`` (which must block), after one untimed."""
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_peak_tflops(dtype: str = "float32", size: int = MATMUL_SIZE, repeats: int = 5) -> float:
+    """Best TFLOP/s of a jitted ``[size, size] @ [size, size]`` on the default device.
+
+    The operands are ``dtype``; the product accumulates in float32. A machine's practical dense
+    matmul rate, used as the peak for MFU when no spec-sheet figure applies (a CPU) and to bound
+    the step time from below (``matmul_bound_ms``).
+    """
+    operand = jax.numpy.ones((size, size), dtype)
+    matmul = jax.jit(lambda a, b: jax.numpy.matmul(a, b, preferred_element_type=jax.numpy.float32))
+    seconds = best_seconds(lambda: jax.block_until_ready(matmul(operand, operand)), repeats)
+    return 2 * size**3 / seconds / 1e12
+
+
+def peak_tflops_arg(text: str) -> float | str:
+    """``--peak-tflops``: a positive per-device TFLOP/s figure, or ``measure``."""
+    if text == "measure":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"--peak-tflops takes a positive number (TFLOP/s per device) or 'measure', got {text!r}"
+        )
+    return value
