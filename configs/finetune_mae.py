@@ -11,7 +11,11 @@ Recipe (``facebookresearch/mae`` FINETUNE.md for ViT-B): batch 1024 (MAE: 32 x 4
 accumulation), base lr 5e-4 (lr = blr * batch / 256), layer decay 0.65 for ViT-B and 0.75 for
 ViT-L/H (unset here: picked by the encoder size), weight decay 0.05, drop path 0.1, 100 epochs
 with 5 warmup, min lr 1e-6, mixup 0.8, cutmix 1.0, label smoothing 0.1, global average pooling
-with fc_norm. Expected: 83.6% top-1 for MAE's ViT-B/16 (MAE paper, Table 3).
+with fc_norm, a trained position table. Training images: timm's RandomResizedCrop (scale
+0.08-1, bicubic) + flip + RandAugment ``rand-m9-mstd0.5-inc1`` + normalise + RandomErasing
+(p 0.25, pixel mode, one box); validation images: shorter side to 256, centre crop 224 (crop
+fraction 0.875, ``util/datasets.py``). Every one of these is ``eval_job_config``'s default.
+Expected: 83.6% top-1 for MAE's ViT-B/16 (MAE paper, Table 3).
 """
 
 from mim_jax.configs import eval_job_config, parse_arg

@@ -39,10 +39,15 @@ Schema (every shipped config has all of these fields; ``None`` = optional/unset)
     config.mask_options          ConfigDict of the generator's options (a None value is dropped;
                                  an override may add a key the configured mask accepts)
     config.data
-      .source                    "digits" | "folder" | "tfds" | "synthetic"
-      .name, .path, .split       tfds name / image folder / split (image size is model.image_size)
+      .source                    "digits" | "folder" | "tfds" | "synthetic" | "video_folder" |
+                                 "audio_folder"
+      .name, .path, .split       tfds name / image, video or audio folder (or list file) / split
+                                 (image size is model.image_size)
       .num_examples              training-set size (for steps per epoch), None if unknown
       .crop_scale                RandomResizedCrop area range, (0.2, 1.0) as MAE
+      .frame_stride, .flip_prob  video_folder: frames between sampled frames (4; SSv2: 2) and the
+                                 chance of flipping a clip
+      .fbank_mean, .fbank_std    audio_folder: fbank normalisation (AudioMAE's AudioSet values)
     config.batch_size            global batch (divisible by accum_steps; micro-batch by devices)
     config.accum_steps           gradient accumulation micro-steps per optimizer step
     config.epochs, .warmup_epochs

@@ -12,6 +12,8 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from mim_jax.data.fbank import AUDIOSET_MEAN, AUDIOSET_STD
+
 ConfigDict = ml_collections.ConfigDict
 
 
@@ -56,6 +58,10 @@ def base_config(image_size: int | tuple[int, int] = 224) -> ConfigDict:
             split="train",
             num_examples=config_dict.placeholder(int),
             crop_scale=(0.2, 1.0),  # RandomResizedCrop's area range (MAE: 0.2-1)
+            frame_stride=4,  # video_folder: frames between sampled frames
+            flip_prob=0.5,  # video_folder: chance of flipping a clip
+            fbank_mean=AUDIOSET_MEAN,  # audio_folder: fbank normalisation
+            fbank_std=AUDIOSET_STD,
         )
     )
     c.data.num_examples = 1_281_167
@@ -115,8 +121,22 @@ def eval_job_config(job: str) -> ConfigDict:
 
     The job reads a pretraining run (``pretrained``: its workdir; unset with ``random_init``
     for a baseline) and trains on that run's dataset (``config.data``) unless the split fields
-    say otherwise. Defaults are MAE's ImageNet recipes; ``configs/finetune_*.py`` and
-    ``configs/linprobe_*.py`` are the shipped recipes.
+    say otherwise. Defaults are MAE's ImageNet recipes (``facebookresearch/mae``
+    ``main_linprobe.py``, ``main_finetune.py``, ``util/datasets.py``); ``configs/finetune_*.py``
+    and ``configs/linprobe_*.py`` are the shipped recipes.
+
+    Transform fields (the transforms are in :mod:`mim_jax.data.augment`):
+
+    - ``crop_fraction``: evaluation transform of validation images (and of training images
+      when ``augment`` is off): shorter side to ``int(size / crop_fraction)`` (bicubic), centre
+      crop ``size``. ``None``: MAE's rule, 224/256 = 0.875 up to 224 pixels, 1.0 above.
+    - ``augment``: training images augmented. Linear probe: MAE's one-draw RandomResizedCrop
+      (scale 0.08-1) + flip; fine-tuning: timm's RandomResizedCrop (scale 0.08-1) + flip +
+      RandAugment ``aa`` + normalise + RandomErasing (``reprob``, ``remode``, ``recount``).
+    - ``aa``: timm RandAugment policy string (None, ``""`` or ``"none"``: off); ``reprob``: erasing
+      probability (0: off); ``remode``: ``pixel`` | ``rand`` | ``const``; ``recount``: boxes.
+    - ``train_pos_embed``: the position table trains (timm's ``pos_embed`` parameter).
+    - ``data_workers``: grain worker processes preparing training batches (0: in-process).
     """
     if job not in ("finetune", "linear"):
         raise ValueError(f"eval job {job!r}; valid: finetune, linear.")
@@ -140,7 +160,9 @@ def eval_job_config(job: str) -> ConfigDict:
     c.blr = 0.1 if job == "linear" else 5e-4
     c.lr = config_dict.placeholder(float)
     c.weight_decay = 0.0 if job == "linear" else 0.05
-    c.augment = job == "linear"
+    c.crop_fraction = config_dict.placeholder(float)  # None: MAE's rule for the input size
+    c.augment = True
+    c.data_workers = 0
     c.eval_every_epochs = 0  # 0: evaluate after the last epoch only (and at checkpoints)
     c.eval_batch_size = 256
     c.seed = 0
@@ -163,4 +185,10 @@ def eval_job_config(job: str) -> ConfigDict:
         c.mixup_prob = 1.0
         c.switch_prob = 0.5
         c.smoothing = 0.1
+        c.aa = config_dict.placeholder(str)  # None (or "none"): no RandAugment
+        c.aa = "rand-m9-mstd0.5-inc1"
+        c.reprob = 0.25
+        c.remode = "pixel"
+        c.recount = 1
+        c.train_pos_embed = True
     return c

@@ -55,7 +55,7 @@ class CheckpointStore:
 
     The state's arrays go into Orbax's OCDBT database (the default). ``MIM_JAX_CHECKPOINT_OCDBT=0``
     writes one zarr array per leaf instead: for storage emulators without conditional writes
-    (``tests/test_gcs_workdir.py``); restores read either layout.
+    (``tests/train/test_gcs_workdir.py``); restores read either layout.
     """
 
     def __init__(

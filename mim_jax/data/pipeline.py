@@ -18,6 +18,8 @@ import grain
 import numpy as np
 
 from mim_jax.data import augment as aug
+from mim_jax.data.randaugment import RandAugment
+from mim_jax.data.random_erasing import RandomErasing
 
 
 class RandomAccessSource(Protocol):
@@ -55,16 +57,63 @@ class MaeTrainAugment(grain.transforms.RandomMap):
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalTransform(grain.transforms.Map):
-    """grain Map: resize the whole image to ``image_size`` (bicubic) and normalise."""
+class LinearProbeAugment(grain.transforms.RandomMap):
+    """grain RandomMap: MAE's linear-probe train transform
+    (:func:`mim_jax.data.augment.linprobe_train_transform`) with the per-record generator."""
 
     image_size: int
     mean: tuple[float, ...] = aug.IMAGENET_MEAN
     std: tuple[float, ...] = aug.IMAGENET_STD
 
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        image = aug.linprobe_train_transform(
+            np.asarray(element["image"]), rng, self.image_size, self.mean, self.std
+        )
+        return {"image": image, "label": np.int32(element["label"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneAugment(grain.transforms.RandomMap):
+    """grain RandomMap: MAE's fine-tuning train transform (RandomResizedCrop + flip +
+    ``rand_augment`` + normalise + ``erasing``; :func:`mim_jax.data.augment.
+    finetune_train_transform`) with the per-record generator. ``None`` switches a stage off."""
+
+    image_size: int
+    rand_augment: RandAugment | None = None
+    erasing: RandomErasing | None = None
+    mean: tuple[float, ...] = aug.IMAGENET_MEAN
+    std: tuple[float, ...] = aug.IMAGENET_STD
+
+    def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        image = aug.finetune_train_transform(
+            np.asarray(element["image"]),
+            rng,
+            self.image_size,
+            rand_augment=self.rand_augment,
+            erasing=self.erasing,
+            mean=self.mean,
+            std=self.std,
+        )
+        return {"image": image, "label": np.int32(element["label"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTransform(grain.transforms.Map):
+    """grain Map: MAE's evaluation transform (shorter side to ``int(image_size /
+    crop_fraction)``, bicubic; centre crop ``image_size``; normalise)."""
+
+    image_size: int
+    mean: tuple[float, ...] = aug.IMAGENET_MEAN
+    std: tuple[float, ...] = aug.IMAGENET_STD
+    crop_fraction: float = aug.DEFAULT_CROP_FRACTION
+
     def map(self, element: dict[str, Any]) -> dict[str, Any]:
         image = aug.eval_transform(
-            np.asarray(element["image"]), self.image_size, self.mean, self.std
+            np.asarray(element["image"]),
+            self.image_size,
+            self.mean,
+            self.std,
+            crop_fraction=self.crop_fraction,
         )
         return {"image": image, "label": np.int32(element["label"])}
 
@@ -73,7 +122,7 @@ def make_pipeline(
     source: RandomAccessSource,
     *,
     batch_size: int,
-    image_size: int,
+    image_size: int | None,
     seed: int,
     shuffle: bool = True,
     num_epochs: int | None = None,
@@ -85,26 +134,33 @@ def make_pipeline(
     mean: Sequence[float] = aug.IMAGENET_MEAN,
     std: Sequence[float] = aug.IMAGENET_STD,
     scale: tuple[float, float] = (0.2, 1.0),
+    transform: grain.transforms.Map | grain.transforms.RandomMap | None = None,
 ) -> grain.DataLoaderIterator:
     """Iterator over per-host batches ``{"image": float32[B, S, S, C], "label": int32[B]}``.
 
     Args:
-        source: random-access source (``DigitsSource``, ``FolderSource``, ``TfdsSource``, ...).
+        source: random-access source (``DigitsSource``, ``FolderSource``, ``TfdsSource``, ...);
+            one with ``grain_parts(augment)`` (``VideoFolderSource``, ``AudioFolderSource``)
+            brings its own records and transform, and ``image_size``/``mean``/``std``/``scale``
+            are its own.
         batch_size: per-process batch size ``B`` (the global batch is ``B * process_count``);
             incomplete batches are dropped.
-        image_size: output side length ``S``.
+        image_size: output side length ``S`` (None for a source with ``grain_parts``).
         seed: drives the shuffle order and every record's augmentation.
         shuffle: global shuffle each epoch (a fresh permutation per epoch).
         num_epochs: ``None`` repeats forever; otherwise stop after that many passes.
         process_index / process_count: this host's shard (``jax.process_index()`` /
             ``jax.process_count()``); each host reads only its ``len // process_count`` records
             (the remainder is dropped so hosts stay in step).
-        augment: MAE train augmentation (RandomResizedCrop + flip + normalise); ``False`` gives a
-            deterministic resize + normalise.
+        augment: MAE train augmentation (RandomResizedCrop + flip + normalise); ``False`` gives
+            the deterministic evaluation transform (:class:`EvalTransform`).
         worker_count: grain worker processes (0 = in this process).
         worker_buffer_size: batches each worker prepares ahead.
         mean / std: normalisation constants (per channel, in [0, 1] units).
         scale: RandomResizedCrop area range.
+        transform: a record transform replacing the ``augment`` choice (e.g.
+            :class:`LinearProbeAugment`, :class:`FinetuneAugment`); it runs in the workers, a
+            ``RandomMap`` with grain's per-record generator.
 
     Returns:
         a ``grain.DataLoaderIterator``: ``next(it)``, ``it.get_state() -> bytes``,
@@ -128,15 +184,19 @@ def make_pipeline(
         num_epochs=num_epochs,
         seed=seed,
     )
-    transform: grain.transforms.Map | grain.transforms.RandomMap
-    if augment:
+    records: Any = source
+    if hasattr(source, "grain_parts"):  # video/audio: decoding and clip sampling in the transform
+        records, transform = source.grain_parts(augment)
+    elif image_size is None:
+        raise ValueError(f"make_pipeline needs image_size for the image source {source!r}.")
+    elif transform is None and augment:
         transform = MaeTrainAugment(image_size, scale=scale, mean=tuple(mean), std=tuple(std))
-    else:
+    elif transform is None:
         transform = EvalTransform(image_size, mean=tuple(mean), std=tuple(std))
     if worker_count:
         _ensure_absl_flags_parsed()
     loader = grain.DataLoader(
-        data_source=source,
+        data_source=records,
         sampler=sampler,
         operations=[transform, grain.transforms.Batch(batch_size, drop_remainder=True)],
         worker_count=worker_count,

@@ -3,7 +3,11 @@
 :class:`Classifier` is a ViT encoder with a classification head: global pooling (mean of the
 patch tokens of the last block, then ``fc_norm``, which replaces the encoder's final norm) or the
 cls token after the final norm, then a linear head (trunc-normal std 2e-5, zero bias), as MAE's
-``models_vit.py``.
+``models_vit.py``. Its position table trains by default (``train_pos_embed``): timm's
+``pos_embed`` is an ``nn.Parameter`` that MAE loads from the pretrained fixed sin-cos table and
+fine-tunes (layer id 0 in the lr decay, exempt from weight decay by ``no_weight_decay``); the
+classifier's encoder copy then holds it as an ``nnx.Param``, the pretraining encoder keeps its
+fixed table.
 
 Saved layout (:func:`save_classifier`; ``<dir>/<step>/state``, Orbax ``StandardSave``), a plain
 pytree::
@@ -18,7 +22,8 @@ pytree::
 
 with ``<step>/config`` holding the pretraining config plus ``"finetune"`` (the fine-tuning
 settings, ``global_pool`` and ``num_classes``). With global pooling the encoder's ``norm`` is
-unused (MAE deletes it). :func:`load_finetuned` reads it back as a ``ViTEncoder`` with the
+unused (MAE deletes it). ``pos_embed`` is stored outside ``params`` whether it trained or not, so
+the layout is the same either way. :func:`load_finetuned` reads it back as a ``ViTEncoder`` with the
 fine-tuned weights and the head's arrays.
 """
 
@@ -61,8 +66,20 @@ class SavedClassifier:
     fc_norm_bias: np.ndarray | None = None
 
 
+def make_pos_embed_trainable(encoder: ViTEncoder) -> None:
+    """Turns ``encoder``'s fixed position table (float32[prefix + N, D]) into an ``nnx.Param``
+    with the same value and logical axes, in place (timm / MAE fine-tuning train ``pos_embed``)."""
+    table = encoder.pos_embed
+    if not isinstance(table, nnx.Param):
+        encoder.pos_embed = nnx.Param(table.get_value(), **table.get_metadata())
+
+
 class Classifier(nnx.Module):
-    """ViT encoder + (global pool, fc_norm | cls token) + linear head: images -> logits."""
+    """ViT encoder + (global pool, fc_norm | cls token) + linear head: images -> logits.
+
+    ``train_pos_embed`` (default, as MAE) makes the encoder's position table a trained parameter
+    (:func:`make_pos_embed_trainable`; the encoder passed in is modified).
+    """
 
     def __init__(
         self,
@@ -70,10 +87,13 @@ class Classifier(nnx.Module):
         num_classes: int,
         *,
         global_pool: bool = True,
+        train_pos_embed: bool = True,
         rngs: nnx.Rngs,
     ):
         if not global_pool and not encoder.use_cls:
             raise ValueError("global_pool=False classifies the cls token; this encoder has none.")
+        if train_pos_embed:
+            make_pos_embed_trainable(encoder)
         self.encoder = encoder
         self.global_pool = global_pool
         width = encoder.config.width
@@ -111,9 +131,11 @@ def classifier_from_pretrained(
     *,
     drop_path: float = 0.0,
     global_pool: bool = True,
+    train_pos_embed: bool = True,
     seed: int = 0,
 ) -> Classifier:
-    """A :class:`Classifier` whose encoder carries ``pretrained``'s weights (and ``drop_path``)."""
+    """A :class:`Classifier` whose encoder is a copy of ``pretrained``'s (weights and position
+    table; ``drop_path`` added). ``pretrained`` itself is left as it is."""
     source = pretrained.encoder
     cfg = pretrained.model.config
     rngs = nnx.Rngs(params=seed)
@@ -129,7 +151,9 @@ def classifier_from_pretrained(
         rngs=rngs,
     )
     nnx.update(encoder, nnx.state(source))
-    return Classifier(encoder, num_classes, global_pool=global_pool, rngs=rngs)
+    return Classifier(
+        encoder, num_classes, global_pool=global_pool, train_pos_embed=train_pos_embed, rngs=rngs
+    )
 
 
 def is_finetuned(config: dict[str, Any] | None) -> bool:
@@ -228,10 +252,17 @@ def _string_keys(tree: Any) -> Any:
 
 
 def classifier_pytree(state: TrainState) -> dict[str, Any]:
-    """The saved layout: ``{"params": nested dict (str keys), "pos_embed": [1 + N, D]}``."""
+    """The saved layout: ``{"params": nested dict (str keys), "pos_embed": [1 + N, D]}``.
+
+    The position table is stored outside ``params`` whether it trained (a parameter) or not (a
+    constant), so readers see one layout.
+    """
     params = _string_keys(nnx.to_pure_dict(state.params))
-    constants = nnx.to_pure_dict(state.constants)
-    return {"params": params, "pos_embed": constants["encoder"]["pos_embed"]}
+    if "pos_embed" in params["encoder"]:
+        pos_embed = params["encoder"].pop("pos_embed")
+    else:
+        pos_embed = nnx.to_pure_dict(state.constants)["encoder"]["pos_embed"]
+    return {"params": params, "pos_embed": pos_embed}
 
 
 def save_classifier(

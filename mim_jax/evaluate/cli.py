@@ -36,6 +36,8 @@ JOB_FLAGS = {
     "min_lr": "min_lr", "layer_decay": "layer_decay", "drop_path": "drop_path",
     "smoothing": "smoothing", "mixup": "mixup", "cutmix": "cutmix", "mixup_prob": "mixup_prob",
     "switch_prob": "switch_prob", "eval_every_epochs": "eval_every_epochs",
+    "crop_fraction": "crop_fraction", "data_workers": "data_workers", "aa": "aa",
+    "reprob": "reprob", "remode": "remode", "recount": "recount",
 }  # fmt: skip
 
 
@@ -97,11 +99,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data (default: the run's config.data)")
     d.add_argument("--train-split", help="digits: train|test|all; TFDS: a split string")
     d.add_argument("--val-split", help="digits: test (default); TFDS: validation (default)")
-    d.add_argument("--val-path", help="image folder for validation (folder datasets)")
+    d.add_argument("--val-path", help="validation folder or list (folder, video, audio data)")
     d.add_argument("--data-dir", help="TFDS data directory")
     d.add_argument("--num-classes", type=int, help="override the class count")
     d.add_argument("--train-limit", type=int, help="use a random subset of the train split")
     d.add_argument("--val-limit", type=int, help="use a random subset of the val split")
+    d.add_argument(
+        "--crop-fraction",
+        type=float,
+        help="evaluation transform: shorter side to size / fraction (bicubic), centre crop "
+        "(linear, finetune: the recipe's crop_fraction, mae: 0.875 up to 224 px and 1.0 above, "
+        "digits: 1.0; knn, reconstruct: 1.0 for digits runs, else MAE's rule)",
+    )
     d.add_argument(
         "--feature-batch-size", type=int, default=256, help="images per encoder forward pass"
     )
@@ -118,6 +127,14 @@ def _recipe_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, help="stop after this many steps (rerun resumes)")
 
 
+def _workers_arg(g) -> None:
+    g.add_argument(
+        "--data-workers",
+        type=int,
+        help="grain worker processes preparing training batches (default: the recipe's, 0)",
+    )
+
+
 def _linear(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("linear probe")
     _recipe_arg(g)
@@ -131,8 +148,10 @@ def _linear(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
-        help="RandomResizedCrop + flip of every batch (default: the recipe's)",
+        help="train on MAE's one-draw RandomResizedCrop(0.08-1) + flip of every batch, else the "
+        "evaluation transform (default: the recipe's; mae: on, digits: off)",
     )
+    _workers_arg(g)
     g.add_argument("--seed", type=int)
 
 
@@ -164,8 +183,16 @@ def _finetune(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
-        help="RandomResizedCrop(0.08-1) + flip (default: the recipe's)",
+        help="RandomResizedCrop(0.08-1) + flip + RandAugment (--aa) + RandomErasing (--reprob), "
+        "else the evaluation transform (default: the recipe's; mae: on, digits: off)",
     )
+    g.add_argument(
+        "--aa", help="RandAugment policy, timm's string (mae: rand-m9-mstd0.5-inc1), or none"
+    )
+    g.add_argument("--reprob", type=float, help="RandomErasing probability (mae: 0.25; 0 = off)")
+    g.add_argument("--remode", choices=("pixel", "rand", "const"), help="RandomErasing fill")
+    g.add_argument("--recount", type=int, help="RandomErasing: at most this many boxes (mae: 1)")
+    _workers_arg(g)
     g.add_argument("--eval-every-epochs", type=int)
     g.add_argument("--no-save", action="store_true", help="do not save the fine-tuned model")
     g.add_argument("--seed", type=int)
@@ -230,6 +257,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     pretrained, what = _load_model(args)
     config = pretrained.config
+    job = crop = None
+    if args.protocol in RECIPE_FILES:
+        from mim_jax import data
+        from mim_jax.evaluate.jobs import job_crop_fraction, train_transform
+
+        job = job_config(args, config)
+        side = data.square_side(config.model.image_size)
+        crop = job_crop_fraction(job, side)
+        train_transform(job, side)  # a bad policy or erasing setting fails before any work
+    elif args.crop_fraction is not None:
+        crop = args.crop_fraction
     eval_data = eval_sources(
         config,
         train_split=args.train_split,
@@ -239,6 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         num_classes=args.num_classes,
         train_limit=args.train_limit,
         val_limit=args.val_limit,
+        crop_fraction=crop,
     )
     progress(
         f"{args.protocol}: {what} ({config.model.name}, mask {config.mask}); "
@@ -252,13 +291,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": what,
         "mask": config.mask,
         "data": eval_data.description,
+        "crop_fraction": eval_data.crop_fraction,
     }
     if args.protocol == "knn":
         from mim_jax.evaluate.knn import knn_classify
 
         extractor = FeatureExtractor(pretrained.encoder, args.pool, args.feature_batch_size)
-        train = extract_features(extractor, eval_data.train, eval_data.image_size, name="train")
-        val = extract_features(extractor, eval_data.val, eval_data.image_size, name="val")
+        size, crop = eval_data.image_size, eval_data.crop_fraction
+        train = extract_features(extractor, eval_data.train, size, name="train", crop_fraction=crop)
+        val = extract_features(extractor, eval_data.val, size, name="val", crop_fraction=crop)
         result["pool"] = args.pool
         result.update(
             knn_classify(
@@ -269,7 +310,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     elif args.protocol in ("linear", "finetune"):
         from mim_jax.evaluate.jobs import job_workdir, run_classification
 
-        job = job_config(args, config)
         save = args.protocol == "finetune" and not args.no_save
         classifier_dir = os.path.join(_out_dir(args), "finetuned") if save else None
         out = run_classification(
@@ -281,7 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             classifier_dir=classifier_dir,
         )
         prefix = "linear" if args.protocol == "linear" else "finetune"
-        result.update(job.to_dict())
+        result.update(job.to_dict(), crop_fraction=eval_data.crop_fraction)
         result.update(
             {
                 f"{prefix}_top1": out.top1,
@@ -308,7 +348,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from mim_jax.evaluate.reconstruct import reconstruction_figures
 
         images, _ = load_arrays(
-            subset(eval_data.val, args.num_images, args.seed), eval_data.image_size
+            subset(eval_data.val, args.num_images, args.seed),
+            eval_data.image_size,
+            crop_fraction=eval_data.crop_fraction,
         )
         masks = args.mask or (str(config.mask),)
         ratio = args.mask_ratio if args.mask_ratio is not None else float(config.mask_ratio)

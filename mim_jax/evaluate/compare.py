@@ -47,8 +47,9 @@ def evaluate_encoder(
 
     splits = eval_sources(config)
     extractor = FeatureExtractor(encoder, "cls", 256)
-    train = extract_features(extractor, splits.train, splits.image_size, log=log)
-    val = extract_features(extractor, splits.val, splits.image_size, log=log)
+    size, crop = splits.image_size, splits.crop_fraction  # digits: the whole image, as the recipe
+    train = extract_features(extractor, splits.train, size, log=log, crop_fraction=crop)
+    val = extract_features(extractor, splits.val, size, log=log, crop_fraction=crop)
     knn = knn_classify(*train, *val, num_classes=splits.num_classes, ks=(20,))
     job = configs.load("linprobe_digits")
     recipe = dict(

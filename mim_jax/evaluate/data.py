@@ -6,8 +6,15 @@ folders: ``<path>/train`` (or ``<path>``) and ``<path>/val`` or ``val_path``, cl
 labels; TFDS: train / validation, prepared, never downloaded; synthetic: random labels, chance
 accuracy expected).
 
-The evaluation transform is the pipeline's: resize the whole image (bicubic) to the model's
-size and normalise with the ImageNet mean/std used in pretraining (no augmentation).
+The evaluation transform is MAE's (``util/datasets.py``; :func:`mim_jax.data.eval_transform`):
+the shorter side resized (bicubic) to ``int(size / crop_fraction)``, the centre ``size x size``
+cropped, ImageNet normalisation. Every protocol uses it for validation images (kNN, the probe,
+fine-tuning, the periodic kNN). :func:`default_crop_fraction` is MAE's rule (0.875 up to 224
+pixels, 1.0 above) except for digits, whose 8x8 glyphs fill the frame: they keep the whole image
+(1.0). Jobs set it with their config's ``crop_fraction``. Video and audio sources
+(``video_folder`` / ``audio_folder``) give model inputs already: their evaluation view (the
+centred clip's centre square, float32[T, S, S, 3]; the whole fbank, float32[T, F, 1]) is used as
+it is, which :class:`EvalData` marks with ``image_size=None``.
 """
 
 from __future__ import annotations
@@ -72,13 +79,31 @@ def subset(source: RandomAccessSource, limit: int | None, seed: int = 0) -> Rand
 
 @dataclasses.dataclass
 class EvalData:
-    """Labelled ``train`` / ``val`` sources, the class count and the model's input side."""
+    """Labelled ``train`` / ``val`` sources, the class count, the model's input side (None: the
+    records are model inputs already, as video and audio records are) and the evaluation
+    transform's crop fraction (see :func:`mim_jax.data.eval_transform`)."""
 
     train: RandomAccessSource
     val: RandomAccessSource
     num_classes: int
-    image_size: int
+    image_size: int | None
     description: str
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION
+
+
+def default_crop_fraction(source_kind: str, image_size: int) -> float:
+    """The evaluation crop fraction for a dataset kind: 1.0 (whole image) for the bundled digits,
+    else MAE's :func:`mim_jax.data.mae_crop_fraction` (0.875 up to 224 pixels, 1.0 above)."""
+    return 1.0 if source_kind == "digits" else data.mae_crop_fraction(image_size)
+
+
+def check_crop_fraction(crop_fraction: float) -> float:
+    """``crop_fraction`` as a float in (0, 1]; raises ValueError otherwise."""
+    if not 0.0 < float(crop_fraction) <= 1.0:
+        raise ValueError(
+            f"crop fraction must be in (0, 1] (MAE: 0.875 = 224/256), got {crop_fraction}."
+        )
+    return float(crop_fraction)
 
 
 def eval_sources(
@@ -92,25 +117,31 @@ def eval_sources(
     train_limit: int | None = None,
     val_limit: int | None = None,
     seed: int = 0,
+    crop_fraction: float | None = None,
 ) -> EvalData:
     """The labelled train/val sources for a run's ``config`` (see the module docstring).
 
     Args:
       config: the pretraining config (``config.data``, ``config.model.image_size/channels``).
       train_split / val_split: split names (digits: train/test/all; TFDS split strings).
-      val_path: image folder for validation (folder source).
+      val_path: folder (or list file) for validation (folder, video_folder, audio_folder).
       data_dir: TFDS data directory.
       num_classes: overrides the class count read from the sources.
       train_limit / val_limit: keep a random subset of this many records (seeded by ``seed``).
+      crop_fraction: the evaluation crop fraction (None: :func:`default_crop_fraction`).
 
     Raises:
       ValueError: an unknown source or split, unlabelled data, or no validation set.
     """
-    if config.model.get("num_frames") is not None:
-        raise ValueError("evaluation supports image models only (config.model.num_frames is set).")
-    side = data.square_side(config.model.image_size)
     kind = config.data.source
-    kw = dict(image_size=side, channels=int(config.model.channels), data_dir=data_dir)
+    media = kind in data.MEDIA_SOURCES
+    side = None if media else data.square_side(config.model.image_size)
+    kw = dict(
+        image_size=config.model.image_size if media else side,
+        channels=int(config.model.channels),
+        data_dir=data_dir,
+        num_frames=config.model.get("num_frames"),
+    )
     if kind == "digits":
         for split in (train_split, val_split):
             if split is not None and split not in DIGITS_SPLITS:
@@ -118,13 +149,18 @@ def eval_sources(
     train = data.build_source(config.data, train_split or "train", **kw)
     if kind == "folder" and val_path is not None:
         val = data.FolderSource(val_path, channels=kw["channels"])
+    elif media and val_path is not None:
+        val_data = config.data.copy_and_resolve_references()
+        with val_data.unlocked():
+            val_data.path = val_path
+        val = data.build_source(val_data, "train", **kw)
     else:
         val = data.build_source(config.data, val_split or "val", **kw)
-    if kind == "folder":
+    if kind == "folder" or (media and (train.class_names or val.class_names)):
         if not train.class_names or not val.class_names:
             raise ValueError(
-                f"image folders {train.root} and {val.root} must both hold class subfolders "
-                "(root/<class>/<image>) for labelled evaluation."
+                f"folders {train.root} and {val.root} must both hold class subfolders "
+                "(root/<class>/<file>) for labelled evaluation."
             )
         if train.class_names != val.class_names:
             raise ValueError(
@@ -135,13 +171,20 @@ def eval_sources(
         "digits": f"digits {train_split or 'train'}/{val_split or 'test'}",
         "synthetic": "synthetic noise (random labels)",
         "folder": f"folders {getattr(train, 'root', '')} / {getattr(val, 'root', '')}",
+        "video_folder": f"videos {getattr(train, 'root', '')} / {getattr(val, 'root', '')}",
+        "audio_folder": f"audio {getattr(train, 'root', '')} / {getattr(val, 'root', '')}",
         "tfds": f"tfds {config.data.get('name')} {train_split or 'train'}/"
         f"{val_split or 'validation'}",
     }.get(kind, kind)
     classes = num_classes or _num_classes(train)
     train = subset(train, train_limit, seed)
     val = subset(val, val_limit, seed + 1)
-    return EvalData(train, val, int(classes), side, f"{what} ({len(train)}/{len(val)} images)")
+    if crop_fraction is None:
+        crop_fraction = default_crop_fraction(kind, side)
+    crop_fraction = check_crop_fraction(crop_fraction)
+    unit = {"video_folder": "clips", "audio_folder": "files"}.get(kind, "images")
+    what = f"{what} ({len(train)}/{len(val)} {unit}, eval crop {crop_fraction:g})"
+    return EvalData(train, val, int(classes), side, what, crop_fraction)
 
 
 def _num_classes(source: Any) -> int:
@@ -158,24 +201,38 @@ def _num_classes(source: Any) -> int:
     raise ValueError(f"cannot tell the number of classes of {source!r}; pass --num-classes.")
 
 
-def _transform(image_size: int) -> Callable[[dict[str, Any]], tuple[np.ndarray, int]]:
+def _transform(
+    image_size: int | None, crop_fraction: float
+) -> Callable[[dict[str, Any]], tuple[np.ndarray, int]]:
     def apply(record: dict[str, Any]) -> tuple[np.ndarray, int]:
-        image = data.eval_transform(np.asarray(record["image"]), image_size)
+        if image_size is None:  # a model input already (video clip, spectrogram)
+            return np.asarray(record["image"], np.float32), int(record["label"])
+        image = data.eval_transform(
+            np.asarray(record["image"]), image_size, crop_fraction=crop_fraction
+        )
         return image, int(record["label"])
 
     return apply
 
 
 def iterate_batches(
-    source: RandomAccessSource, batch_size: int, image_size: int, threads: int = 4
+    source: RandomAccessSource,
+    batch_size: int,
+    image_size: int | None,
+    threads: int = 4,
+    *,
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every record of ``source`` once, in order, in batches (the last may be smaller).
 
-    Yields ``(images float32[b, S, S, C], labels int32[b])`` with the evaluation transform.
+    Yields ``(images float32[b, S, S, C], labels int32[b])`` with the evaluation transform
+    (:func:`mim_jax.data.eval_transform` at ``crop_fraction``), or with ``image_size=None`` the
+    records' own model inputs (``float32[b, T, S, S, 3]`` clips, ``float32[b, T, F, 1]``
+    spectrograms).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    apply = _transform(image_size)
+    apply = _transform(image_size, crop_fraction)
     with ThreadPoolExecutor(max(1, threads)) as pool:
         for start in range(0, len(source), batch_size):
             records = [source[i] for i in range(start, min(start + batch_size, len(source)))]
@@ -186,10 +243,16 @@ def iterate_batches(
 
 
 def load_arrays(
-    source: RandomAccessSource, image_size: int, batch_size: int = 256
+    source: RandomAccessSource,
+    image_size: int | None,
+    batch_size: int = 256,
+    *,
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The whole (small) source as ``(images float32[N, S, S, C], labels int32[N])``."""
-    images, labels = zip(*iterate_batches(source, batch_size, image_size), strict=True)
+    """The whole (small) source as ``(images float32[N, ...], labels int32[N])`` (see
+    :func:`iterate_batches`)."""
+    batches = iterate_batches(source, batch_size, image_size, crop_fraction=crop_fraction)
+    images, labels = zip(*batches, strict=True)
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -208,7 +271,8 @@ def pool_tokens(tokens: jax.Array, pool: Pool, num_prefix_tokens: int) -> jax.Ar
 class FeatureExtractor:
     """Frozen-encoder features, jit-compiled once, data-parallel over a mesh.
 
-    ``extractor(images float32[B, S, S, C]) -> float32[B, D]``: any ``B`` (padded to the fixed
+    ``extractor(images float32[B, S, S, C]) -> float32[B, D]`` (or clips ``float32[B, T, S, S,
+    3]``, spectrograms ``float32[B, T, F, 1]``): any ``B`` (padded to the fixed
     ``batch_size`` so one program serves every batch). The encoder's parameters are replicated,
     the batch is split over the mesh's data axes (default: every local device).
     """
@@ -250,24 +314,28 @@ class FeatureExtractor:
             )
         padded = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
         padded[:b] = images
-        placed = jax.device_put(padded, self._sharding)
+        sharding = self._sharding if padded.ndim == 4 else batch_sharding(self.mesh, padded.ndim)
+        placed = jax.device_put(padded, sharding)
         return np.asarray(self._features(self._state, placed))[:b]
 
 
 def extract_features(
     extractor: FeatureExtractor,
     source: RandomAccessSource,
-    image_size: int,
+    image_size: int | None,
     *,
     name: str = "features",
     log: Callable[[str], None] | None = None,
+    crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(features float32[N, D], labels int32[N])`` of every record of ``source``, in order."""
+    """``(features float32[N, D], labels int32[N])`` of every record of ``source``, in order
+    (evaluation transform at ``crop_fraction``)."""
     log = log or progress
     feats, labels = [], []
     start, last = time.perf_counter(), time.perf_counter()
     done = 0
-    for images, batch_labels in iterate_batches(source, extractor.batch_size, image_size):
+    batches = iterate_batches(source, extractor.batch_size, image_size, crop_fraction=crop_fraction)
+    for images, batch_labels in batches:
         feats.append(extractor(images))
         labels.append(batch_labels)
         done += len(batch_labels)

@@ -6,8 +6,11 @@ Classifier`). AdamW (0.9, 0.999),
 weight decay 0.05 on matrices only (biases, norm scales and the cls token are exempt), learning
 rate ``blr * batch / 256`` with layer-wise decay (layer ids: cls/pos/patch_embed 0, block i i+1,
 the rest depth+1; scale ``decay ** (depth + 1 - id)``), linear warmup and per-step cosine to
-``min_lr``. Stochastic depth (``drop_path``, linear over blocks), label smoothing and batch-mode
-mixup/cutmix (:mod:`mim_jax.evaluate.mixup`) regularise it.
+``min_lr``. The position table trains too in MAE's recipe (``train_pos_embed``; layer id 0, no
+weight decay: its name is not a decayed matrix name). Stochastic depth (``drop_path``, linear
+over blocks), label smoothing and batch-mode mixup/cutmix (:mod:`mim_jax.evaluate.mixup`)
+regularise it; the training images' RandAugment and RandomErasing run in the input pipeline
+(:func:`mim_jax.evaluate.jobs.train_transform`).
 
 The step is compiled by the run core's one layout/place/jit path (:mod:`mim_jax.core.state`):
 shardings from the pretraining mesh and logical-axis rules, the state donated, the batch split

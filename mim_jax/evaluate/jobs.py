@@ -8,12 +8,19 @@ and write ``metrics.jsonl``, TensorBoard events and Orbax checkpoints exactly as
 Validation accuracy is a hook: every ``eval_every_epochs`` epochs, at every checkpoint and at the
 end; the best checkpoint is kept by ``val_top1``.
 
-- ``finetune``: :class:`~mim_jax.evaluate.classifier.Classifier` (the whole encoder trains),
-  AdamW with layer-wise lr decay, drop path, mixup / cutmix, label smoothing
-  (:mod:`mim_jax.evaluate.finetune`); at the end the classifier is also saved in its export
-  layout (:func:`~mim_jax.evaluate.classifier.save_classifier`).
+- ``finetune``: :class:`~mim_jax.evaluate.classifier.Classifier` (the whole encoder trains,
+  its position table too with ``train_pos_embed``), AdamW with layer-wise lr decay, drop path,
+  mixup / cutmix, label smoothing (:mod:`mim_jax.evaluate.finetune`); at the end the classifier
+  is also saved in its export layout (:func:`~mim_jax.evaluate.classifier.save_classifier`).
 - ``linear``: :class:`~mim_jax.evaluate.linear_probe.LinearProbe` (frozen encoder, BatchNorm +
   linear head), MAE's LARS; only the head trains.
+
+Transforms (:func:`train_transform`, :func:`job_crop_fraction`): validation images, and training
+images when ``augment`` is off, get the evaluation transform at the job's crop fraction; with
+``augment`` the linear probe trains on MAE's one-draw RandomResizedCrop + flip
+(:class:`mim_jax.data.LinearProbeAugment`) and fine-tuning on RandomResizedCrop + flip +
+RandAugment + RandomErasing (:class:`mim_jax.data.FinetuneAugment`), both in the input
+pipeline's workers (``data_workers``) with grain's per-record generator.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from mim_jax.core.workdir import Pretrained
 from mim_jax.evaluate import classifier as classifier_lib
 from mim_jax.evaluate import finetune as finetune_lib
 from mim_jax.evaluate import linear_probe as probe_lib
-from mim_jax.evaluate.data import EvalData, iterate_batches, progress
+from mim_jax.evaluate.data import EvalData, check_crop_fraction, iterate_batches, progress
 from mim_jax.evaluate.lars import mae_lars
 from mim_jax.evaluate.mixup import MixupConfig
 
@@ -71,13 +78,56 @@ def _batch_size(job_config: Any, num_train: int, ways: int) -> int:
     return batch
 
 
+def job_crop_fraction(job_config: Any, image_size: int) -> float:
+    """The job's evaluation crop fraction: ``crop_fraction``, or MAE's rule for ``image_size``
+    (:func:`mim_jax.data.mae_crop_fraction`) when it is None. Raises ValueError outside (0, 1]."""
+    value = job_config.get("crop_fraction")
+    return check_crop_fraction(data.mae_crop_fraction(image_size) if value is None else value)
+
+
+def _policy(job_config: Any) -> data.RandAugment | None:
+    aa = job_config.get("aa")
+    if not aa or str(aa).lower() == "none":
+        return None
+    return data.RandAugment.from_spec(str(aa))
+
+
+def train_transform(
+    job_config: Any, image_size: int
+) -> data.EvalTransform | data.LinearProbeAugment | data.FinetuneAugment:
+    """The grain record transform for a job's training images (see the module docstring).
+
+    Raises:
+      ValueError: a bad ``crop_fraction``, RandAugment policy or RandomErasing setting.
+    """
+    crop = job_crop_fraction(job_config, image_size)
+    if not job_config.augment:
+        return data.EvalTransform(image_size, crop_fraction=crop)
+    if job_config.job == "linear":
+        return data.LinearProbeAugment(image_size)
+    erasing = None
+    if float(job_config.reprob) > 0:
+        erasing = data.RandomErasing(
+            float(job_config.reprob), mode=str(job_config.remode), max_count=int(job_config.recount)
+        )
+    return data.FinetuneAugment(image_size, _policy(job_config), erasing)
+
+
 def _accuracy(
-    logits_fn: Callable, state: TrainState, source, image_size: int, batch_size: int, ways: int
+    logits_fn: Callable,
+    state: TrainState,
+    source,
+    image_size: int,
+    batch_size: int,
+    ways: int,
+    crop_fraction: float,
 ) -> tuple[float, float]:
-    """(top-1, top-5) of ``logits_fn(params, constants, images)`` on every record of ``source``."""
+    """(top-1, top-5) of ``logits_fn(params, constants, images)`` on every record of ``source``
+    (evaluation transform at ``crop_fraction``)."""
     batch_size = -(-batch_size // ways) * ways
     top1 = top5 = total = 0
-    for images, labels in iterate_batches(source, batch_size, image_size):
+    batches = iterate_batches(source, batch_size, image_size, crop_fraction=crop_fraction)
+    for images, labels in batches:
         b = len(labels)
         padded = np.zeros((batch_size, *images.shape[1:]), np.float32)
         padded[:b] = images
@@ -97,6 +147,7 @@ def _model_and_step(
             num_classes,
             drop_path=float(job_config.drop_path),
             global_pool=bool(job_config.global_pool),
+            train_pos_embed=bool(job_config.train_pos_embed),
             seed=int(job_config.seed),
         )
         depth = pretrained.model.config.encoder.depth
@@ -158,6 +209,8 @@ def run_classification(
       ValueError: a batch that cannot be split over the devices, an unknown job.
     """
     run_config = pretrained.config
+    crop = job_crop_fraction(job_config, eval_data.image_size)
+    transform = train_transform(job_config, eval_data.image_size)  # a bad setting fails here
     m = run_config.mesh
     mesh = make_mesh(m.data, m.fsdp, m.tensor)
     ways = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -191,7 +244,13 @@ def run_classification(
 
     def validate(state: TrainState, at_step: int) -> dict[str, float]:
         top1, top5 = _accuracy(
-            logits_fn, state, eval_data.val, eval_data.image_size, job_config.eval_batch_size, ways
+            logits_fn,
+            state,
+            eval_data.val,
+            eval_data.image_size,
+            job_config.eval_batch_size,
+            ways,
+            crop,
         )
         history.append(top1)
         latest.update(val_top1=top1, val_top5=top5)
@@ -204,8 +263,8 @@ def run_classification(
         batch_size=batch // process_count,
         image_size=eval_data.image_size,
         seed=int(job_config.seed),
-        augment=bool(job_config.augment),
-        scale=(0.08, 1.0),
+        transform=transform,
+        worker_count=int(job_config.data_workers),
         process_index=jax.process_index(),
         process_count=process_count,
     )
@@ -213,6 +272,7 @@ def run_classification(
     start = (
         f"{name} of {run_config.model.name} ({job_config.recipe} recipe) for {total} steps of "
         f"{batch} images ({steps_per_epoch} steps/epoch), peak lr {lr:.3g}; "
+        f"train transform {type(transform).__name__}, eval crop {crop:g}; "
         f"{eval_data.description}; outputs in {workdir}"
     )
     job = Job(

@@ -10,7 +10,9 @@ norm uses batch statistics in training and its running statistics (torch's momen
 running variance) in evaluation.
 
 The job (:class:`LinearProbe`, :func:`build_probe_step`) encodes every training batch with the
-frozen encoder, as MAE does, so its training transform applies; :func:`train_on_features`
+frozen encoder, as MAE does, so its training transform applies (MAE's recipe: the one-draw
+RandomResizedCrop of ``util/crop.py``, scale 0.08-1, + flip; :class:`mim_jax.data.
+LinearProbeAugment`); :func:`train_on_features`
 trains the same head on features computed once (no augmentation), the quick probe that mask
 comparisons use.
 """

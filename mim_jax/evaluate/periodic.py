@@ -2,7 +2,9 @@
 
 kNN (DINO protocol, k = 20, T = 0.07) on cls features of a fixed labelled subset: at most
 ``train_examples`` images of the evaluation train split as the memory bank and ``val_examples``
-of the val split as queries (random but fixed subsets, seed 0). The images are resized once, at
+of the val split as queries (random but fixed subsets, seed 0). The images get the evaluation
+transform's resize and centre crop (:func:`mim_jax.evaluate.data.default_crop_fraction`: MAE's
+0.875 up to 224 pixels, the whole image for digits) once, at
 construction, and kept as uint8 on the host; each evaluation encodes them with the train state's
 current encoder (one jit-compiled forward, batches of ``batch_size``) and votes. On the demo
 (1000 + 360 digits at 32x32, a 4-block width-64 encoder) one evaluation takes well under a second.
@@ -32,12 +34,17 @@ from mim_jax.train import pretrain
 METRIC = "knn_top1"
 
 
-def _resized(source, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8[N, S, S, C] resized images, int32[N] labels) of every record of ``source``."""
+def _resized(source, image_size: int | None, crop_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8[N, S, S, C] images, int32[N] labels) of every record of ``source``, resized and
+    centre-cropped as the evaluation transform does (normalised later, per batch); with
+    ``image_size=None`` the records' own float32 model inputs (video clips, spectrograms)."""
     images, labels = [], []
     for i in range(len(source)):
         record = source[i]
-        images.append(data.resize(np.asarray(record["image"]), image_size))
+        image = np.asarray(record["image"])
+        images.append(
+            image if image_size is None else data.eval_crop(image, image_size, crop_fraction)
+        )
         labels.append(int(record["label"]))
     return np.stack(images), np.asarray(labels, np.int32)
 
@@ -54,7 +61,7 @@ class PeriodicEvaluator:
 
     Raises:
       ValueError: the config's data has no labelled train/val splits (e.g. an unlabelled image
-        folder), or the model is not an image model.
+        folder).
     """
 
     def __init__(
@@ -72,8 +79,9 @@ class PeriodicEvaluator:
         self.num_classes = splits.num_classes
         self.k = k
         self.batch_size = batch_size
-        self.train_images, self.train_labels = _resized(splits.train, self.image_size)
-        self.val_images, self.val_labels = _resized(splits.val, self.image_size)
+        crop = splits.crop_fraction
+        self.train_images, self.train_labels = _resized(splits.train, self.image_size, crop)
+        self.val_images, self.val_labels = _resized(splits.val, self.image_size, crop)
         for name, labels in (("train", self.train_labels), ("val", self.val_labels)):
             if labels.min() < 0 or labels.max() >= self.num_classes:
                 raise ValueError(
@@ -95,7 +103,7 @@ class PeriodicEvaluator:
             chunk = images[start : start + self.batch_size]
             b = len(chunk)
             batch = np.zeros((self.batch_size, *chunk.shape[1:]), np.float32)
-            batch[:b] = data.normalize(chunk)
+            batch[:b] = chunk if self.image_size is None else data.normalize(chunk)
             out.append(np.asarray(self._features(state.params, state.constants, batch))[:b])
         return np.concatenate(out)
 

@@ -12,7 +12,10 @@ from mim_jax.core.optimizer import optimizer_config, peak_learning_rate, steps_p
 from mim_jax.models.mae import mae_config
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
-SHIPPED = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+ALL_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+# Fine-tuning / linear-probe job configs (run by `python -m mim_jax.evaluate`); the rest pretrain.
+JOBS = [name for name in ALL_FILES if name.startswith(("finetune_", "linprobe_"))]
+SHIPPED = [name for name in ALL_FILES if name not in JOBS]
 
 # (spec, devices): every shipped config, with and without args.
 CASES = [
@@ -30,6 +33,10 @@ CASES = [
     ("configs/video_color3d.py:color=red,ratio=0.75", 8),
     ("configs/audio_color_tf.py", 8),
     ("configs/audio_color_tf.py:mask=random", 8),
+    ("configs/video_demo.py:path=clips", 8),
+    ("configs/video_demo.py:path=clips,mask=color3d,ratio=0.8", 8),
+    ("configs/audio_demo.py:path=sounds", 8),
+    ("configs/audio_demo.py:path=sounds,mask=random", 8),
 ]
 
 
@@ -41,6 +48,8 @@ def test_every_shipped_config_is_covered():
         "videomae_tube",
         "video_color3d",
         "audio_color_tf",
+        "video_demo",
+        "audio_demo",
     }
     covered = {spec.split("/")[-1].split(".py")[0].split(":")[0] for spec, _ in CASES}
     assert covered == set(SHIPPED)
@@ -60,6 +69,17 @@ def test_shipped_config_loads_and_validates(spec, devices):
     spec_ = masking.mask_spec_from_config(config)
     assert spec_.ratio == config.mask_ratio
     spec_.generator()  # builds (does not draw)
+
+
+def test_job_configs_load_and_name_their_command():
+    assert set(JOBS) == {"finetune_mae", "finetune_digits", "linprobe_mae", "linprobe_digits"}
+    for name in JOBS:
+        config = configs.load(name)
+        job = "finetune" if name.startswith("finetune_") else "linear"
+        assert config.is_locked and config.job == job and config.recipe == name.split("_")[1]
+        assert set(configs.eval_job_config(job).keys()) == set(config.keys()), name
+        text = (CONFIG_DIR / f"{name}.py").read_text()
+        assert f"python -m mim_jax.evaluate {job} --checkpoint" in text, name
 
 
 def test_docstrings_give_a_command():

@@ -255,6 +255,7 @@ def test_layer_ids_and_lr_scales_follow_mae():
     by_path = {".".join(map(str, path)): float(v.get_value()) for path, v in scales}
     # depth 2: ids 0 (cls, patch_embed), 1-2 (blocks), 3 (norm, fc_norm, head); scale 0.5^(3-id)
     assert by_path["encoder.cls_token"] == by_path["encoder.patch_embed.kernel"] == 0.125
+    assert by_path["encoder.pos_embed"] == 0.125  # trained while fine-tuning, layer id 0
     assert by_path["encoder.blocks.0.attn.qkv.kernel"] == 0.25
     assert by_path["encoder.blocks.1.mlp.fc2.bias"] == 0.5
     for name in ("encoder.norm.scale", "fc_norm.bias", "head.kernel", "head.bias"):
@@ -295,6 +296,45 @@ def test_finetune_step_on_8_devices_matches_1_device():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     moved = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(), p1, _initial()))
     assert max(moved) > 0  # the step changed the parameters
+
+
+def test_finetune_trains_the_position_table_from_the_pretrained_one():
+    from mim_jax import configs
+    from mim_jax.core.optimizer import weight_decay_mask
+    from mim_jax.core.sharding import batch_sharding, make_mesh
+    from mim_jax.core.state import TrainState, state_layout
+    from mim_jax.evaluate.classifier import classifier_pytree
+    from mim_jax.evaluate.mixup import MixupConfig
+    from mim_jax.models.posembed import sincos_pos_embed
+
+    cfg = configs.eval_job_config("finetune")
+    assert cfg.train_pos_embed  # MAE's recipe
+    batch = {"image": jax.random.normal(jax.random.key(3), (4, 32, 32, 3)), "label": jnp.arange(4)}
+    schedule = optax.constant_schedule(1e-2)
+    mesh = make_mesh(data=-1, devices=jax.devices()[:1])
+    table = sincos_pos_embed(32, (4, 4), cls_token=True)
+    fixed = Classifier(_encoder(0.0), 4, train_pos_embed=False, rngs=nnx.Rngs(0))
+    assert isinstance(fixed.encoder.pos_embed, layers.FixedEmbed)
+    _, params, constants = nnx.split(fixed, nnx.Param, ...)
+    saved = classifier_pytree(TrainState(jnp.zeros(()), params, constants, None))
+    assert "pos_embed" not in saved["params"]["encoder"]
+    np.testing.assert_allclose(saved["pos_embed"], table, rtol=1e-6)
+
+    model = Classifier(_encoder(0.0), 4, rngs=nnx.Rngs(0))
+    assert isinstance(model.encoder.pos_embed, nnx.Param)
+    np.testing.assert_allclose(model.encoder.pos_embed[...], table, rtol=1e-6)
+    _, params, _ = nnx.split(model, nnx.Param, ...)
+    decays = nnx.to_pure_dict(weight_decay_mask(params, decay_tokens=False))
+    assert decays["encoder"]["pos_embed"] is False  # MAE's no_weight_decay
+    tx = ft.finetune_optimizer(params, cfg, depth=2, decay=0.75, schedule=schedule)
+    layout = state_layout(model, tx, mesh)
+    shardings = {"image": batch_sharding(mesh, 4), "label": batch_sharding(mesh, 1)}
+    mix = MixupConfig(mixup_alpha=0.0, cutmix_alpha=0.0)
+    step = layout.jit(ft.build_finetune_step(layout.graphdef, tx, schedule, 4, mix), shardings)
+    state, _ = step(layout.place(model), jax.device_put(batch, shardings), jax.random.key(4))
+    saved = classifier_pytree(state)
+    assert "pos_embed" not in saved["params"]["encoder"]  # one saved layout either way
+    assert np.abs(np.asarray(saved["pos_embed"]) - table).max() > 1e-5  # it trained
 
 
 def _initial():

@@ -150,9 +150,12 @@ def test_cli_finetune_saves_a_readable_classifier(run_dir, tmp_path, capsys):
     out = str(tmp_path / "ft")
     result = _run_cli(
         ["finetune", "--checkpoint", run_dir, "--out", out, "--epochs", "2", "--batch-size", "64",
-         "--train-limit", "128", "--val-limit", "32", "--mixup", "0.8", "--cutmix", "1.0"],
+         "--train-limit", "128", "--val-limit", "32", "--mixup", "0.8", "--cutmix", "1.0",
+         "--augment", "--aa", "rand-m9-mstd0.5-inc1", "--reprob", "0.25"],
         capsys,
     )  # fmt: skip
+    assert result["augment"] and result["aa"] == "rand-m9-mstd0.5-inc1" and result["reprob"] == 0.25
+    assert result["recipe"] == "digits" and result["crop_fraction"] == 1.0
     assert result["steps"] == 4 and result["layer_decay"] == 0.75 and result["drop_path"] == 0.1
     assert 0.0 <= result["finetune_top1"] <= 1.0 and np.isfinite(result["finetune_train_loss"])
     saved = ocp.StandardCheckpointer().restore(os.path.join(result["saved"], "4", "state"))
@@ -160,8 +163,10 @@ def test_cli_finetune_saves_a_readable_classifier(run_dir, tmp_path, capsys):
     assert params["head"]["kernel"].shape == (64, 10) and params["fc_norm"]["scale"].shape == (64,)
     assert sorted(params["encoder"]["blocks"]) == ["0", "1", "2", "3"]
     assert saved["pos_embed"].shape == (65, 64)
-    before = load_pretrained(run_dir).encoder.blocks[0].mlp.fc1.kernel[...]
+    pretrained = load_pretrained(run_dir).encoder
+    before = pretrained.blocks[0].mlp.fc1.kernel[...]
     assert not np.allclose(params["encoder"]["blocks"]["0"]["mlp"]["fc1"]["kernel"], before)
+    assert not np.allclose(saved["pos_embed"], pretrained.pos_embed[...])  # trained (MAE)
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
