@@ -225,7 +225,11 @@ def torch_reference(args: argparse.Namespace, config, jax_result: dict) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mim_jax.bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m mim_jax.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the examples' lines
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     masks = sub.add_parser("masks", help="mask generation throughput, jit warm, on device")
     masks.add_argument("--mask", default="random", help="registry name or colour name")

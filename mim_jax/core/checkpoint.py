@@ -26,6 +26,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from mim_jax.core import paths
+
 log = logging.getLogger(__name__)
 
 DataState = dict[str, Any] | bytes | str | None
@@ -50,6 +52,10 @@ class CheckpointStore:
       best_metric: a key of the ``metrics`` passed to :meth:`save`; keeps the ``keep_best`` best
         steps by it as well (``best_mode`` "min" or "max").
       async_save: write in the background (call :meth:`wait` or :meth:`close` before exiting).
+
+    The state's arrays go into Orbax's OCDBT database (the default). ``MIM_JAX_CHECKPOINT_OCDBT=0``
+    writes one zarr array per leaf instead: for storage emulators without conditional writes
+    (``tests/train/test_gcs_workdir.py``); restores read either layout.
     """
 
     def __init__(
@@ -83,7 +89,7 @@ class CheckpointStore:
             )
         self.directory = os.fspath(directory)
         self._manager = ocp.CheckpointManager(
-            os.path.abspath(self.directory),
+            paths.resolve(self.directory),  # a URL (gs://...) stays a URL, as Orbax takes it
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
                 # Orbax writes a step's metrics only when best_fn is set; they must be on disk
@@ -93,7 +99,7 @@ class CheckpointStore:
                 enable_async_checkpointing=async_save,
                 cleanup_tmp_directories=True,
             ),
-            item_names=("state", "data", "config"),
+            **_item_options(),
         )
 
     def all_steps(self) -> list[int]:
@@ -214,3 +220,16 @@ def _decode_data_state(stored: dict[str, Any] | None) -> DataState:
         return None
     value = stored["value"]
     return value.encode("utf-8") if stored["kind"] == "bytes" else value
+
+
+def _item_options() -> dict[str, Any]:
+    """CheckpointManager's item arguments: the state without OCDBT when the environment asks."""
+    if os.environ.get("MIM_JAX_CHECKPOINT_OCDBT", "1") != "0":
+        return {"item_names": ("state", "data", "config")}
+    return {
+        "item_handlers": {
+            "state": ocp.StandardCheckpointHandler(use_ocdbt=False),
+            "data": ocp.JsonCheckpointHandler(),
+            "config": ocp.JsonCheckpointHandler(),
+        }
+    }

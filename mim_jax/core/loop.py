@@ -22,13 +22,14 @@ import dataclasses
 import math
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 import jax
 import numpy as np
 
-from mim_jax.core import distributed
+from mim_jax.core import distributed, paths, wandb_log
 from mim_jax.core.checkpoint import CheckpointStore
 from mim_jax.core.metrics import MetricsWriter
 from mim_jax.core.state import TrainState
@@ -161,16 +162,25 @@ def run_job(job: Job, workdir: str, max_steps: int | None = None) -> RunResult:
         a job's time limit; rerunning continues. None runs to ``job.total_steps``.
     """
     config = job.config
-    os.makedirs(workdir, exist_ok=True)
+    workdir = os.fspath(workdir)  # a path or a URL (gs://...): files go through core.paths
+    paths.makedirs(workdir)
     process_count, process_index = jax.process_count(), jax.process_index()
     store = CheckpointStore(
-        os.path.join(workdir, "checkpoints"),
+        paths.join(workdir, "checkpoints"),
         keep=config.keep_checkpoints,
         **(dict(best_metric=job.best_metric, best_mode=job.best_mode) if job.best_metric else {}),
     )
     # Process 0 writes the run's metrics; others keep their own copy (they must agree).
-    own_dir = workdir if process_index == 0 else os.path.join(workdir, f"process_{process_index}")
-    writer = MetricsWriter(own_dir, job.total_steps, job.batch_size, stream=job.stream)
+    own_dir = workdir if process_index == 0 else paths.join(workdir, f"process_{process_index}")
+    # Only process 0 prints progress lines, unless config.log_all_processes.
+    progress = process_index == 0 or bool(config.get("log_all_processes", False))
+    wandb_run = wandb_log.start(config, workdir) if process_index == 0 else None
+    writer = MetricsWriter(
+        own_dir, job.total_steps, job.batch_size, stream=job.stream, progress=progress,
+        wandb_run=wandb_run,
+    )  # fmt: skip
+    if process_index == 0:  # the resolved config, readable, at every start (resumes too)
+        paths.write_text(paths.join(workdir, "config.json"), configs_json(config))
     state = job.state
     if store.latest_step() is not None:
         restored = store.restore(state)
@@ -205,10 +215,19 @@ def run_job(job: Job, workdir: str, max_steps: int | None = None) -> RunResult:
     with Preemption() as preemption:
         while step < job.total_steps:
             _, placed, data_state = next(batches)
+            if step == first_step:
+                writer.message("compiling the train step ...", progress=True)
+                started = time.perf_counter()
             state, metrics = job.step(state, placed, key)
             step += 1
             if step == first_step + 1:  # timing starts after the step compiled
                 jax.block_until_ready(metrics)
+                seconds = time.perf_counter() - started
+                writer.message(
+                    f"compiled the train step and ran step {step} in {seconds:.1f} s "
+                    "(a step compiled earlier in this process is reused)",
+                    progress=True,
+                )
                 writer.start(step)
             due_log = step % config.log_every == 0 or step == job.total_steps
             pause = max_steps is not None and step - first_step >= max_steps
@@ -260,6 +279,13 @@ def run_job(job: Job, workdir: str, max_steps: int | None = None) -> RunResult:
         writer.message(f"done: step {step}, {loss_text}; outputs in {workdir}")
     writer.close()
     return RunResult(step=step, loss=last_loss, stopped=stopped, workdir=workdir)
+
+
+def configs_json(config: Any) -> str:
+    """The config as indented JSON (sorted keys): ``WORKDIR/config.json``."""
+    from mim_jax.configs import to_json  # configs sits below core
+
+    return to_json(config)
 
 
 def _all_data_states(data_state: Any, process_count: int) -> Any:

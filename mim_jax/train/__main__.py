@@ -5,9 +5,12 @@ stops (with a checkpoint) after N steps of this invocation, e.g. to fit a job's 
 
 Multi-process runs (TPU pod slices, SLURM jobs, several local processes) run the same command in
 every process; ``--distributed`` and ``--coordinator/--num-processes/--process-id`` say how the
-processes find each other (see :mod:`mim_jax.core.distributed`). The workdir must be a path every
-process sees: a shared disk, or a bucket mounted on every host (gcsfuse); the loop writes through
-the local filesystem API, so a bare gs:// URL does not work.
+processes find each other (see :mod:`mim_jax.core.distributed`). The workdir must be a place every
+process sees: a bucket URL (``gs://bucket/run``, with ``pip install 'mim_jax[gcs]'``), a shared
+disk, or a bucket mounted on every host.
+
+``--print-config`` prints the resolved config (after overrides) as JSON and exits; every run
+writes it to ``WORKDIR/config.json`` when it starts.
 
 Exit status: 0 finished, paused or preempted (rerun to resume); 2 bad arguments or config;
 3 the loss became NaN.
@@ -34,7 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--config", required=True, help="configs/file.py[:key=value,...]")
     parser.add_argument(
-        "--workdir", required=True, help="checkpoints, metrics and pictures go here"
+        "--workdir", help="checkpoints, metrics and pictures go here (required to train)"
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (after overrides) as JSON and exit; a run also writes "
+        "it to WORKDIR/config.json",
     )
     parser.add_argument(
         "--max-steps", type=int, default=None, help="stop after this many steps (then rerun)"
@@ -44,6 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [r for r in rest if not r.startswith("--config.")]
     if bad:
         parser.error(f"unrecognised arguments {bad}; overrides look like --config.field=value")
+    if args.print_config:
+        from mim_jax import configs
+
+        try:
+            print(configs.to_json(configs.load(args.config, [r[2:] for r in rest])), end="")
+        except ValueError as err:
+            parser.exit(2, f"error: {err}\n")
+        return 0
+    if not args.workdir:
+        parser.error("the following arguments are required: --workdir")
     if args.max_steps is not None and args.max_steps < 1:
         parser.error(f"--max-steps must be >= 1, got {args.max_steps}")
 

@@ -23,9 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from mim_jax import configs, data, masking, models
+from mim_jax.core import paths
 from mim_jax.core.loop import Hook, Job, RunResult, run_job
 from mim_jax.core.optimizer import make_optimizer, optimizer_config, steps_per_epoch
-from mim_jax.core.reconstruction import reconstruction_fn, save_reconstructions
+from mim_jax.core.reconstruction import (
+    reconstruction_fn,
+    reconstruction_title,
+    save_reconstructions,
+)
 from mim_jax.core.sharding import make_mesh
 from mim_jax.core.state import StateLayout
 from mim_jax.train.step import CompiledStep, compile_train_step
@@ -59,7 +64,8 @@ def model_inputs(config, source, count: int) -> np.ndarray:
 
 # Fields a compiled step does not depend on: runs differing only in these share one step.
 NOT_COMPILED = ("mask", "mask_options", "seed", "log_every", "checkpoint_every",
-                "keep_checkpoints", "recon_every", "eval_every")  # fmt: skip
+                "keep_checkpoints", "recon_every", "eval_every",
+                "log_all_processes", "wandb")  # fmt: skip
 
 
 def step_signature(config) -> str:
@@ -110,13 +116,32 @@ def reconstruction_hook(config, layout: StateLayout, source, workdir: str) -> Ho
         key, batch_size=count, grid=model_config.tokens.grid, mask_ratio=spec.ratio
     )
 
+    grid = model_config.tokens.grid
+    n = int(np.prod(grid))
+    mask = np.asarray(masks.mask).reshape(-1, *grid)
+    pixel_mask = np.kron(mask, np.ones(model_config.tokens.patch, bool))[..., None]
+
     def write(state, step: int) -> None:
-        pictures = recon(state.params, state.constants, jnp.asarray(images), masks)
-        if images.ndim == 5:  # clips [B, T, H, W, C]: the middle frame of each
-            pictures = tuple(p[:, p.shape[1] // 2] for p in pictures)
+        original, masked, recon_images = (
+            np.asarray(p) for p in recon(state.params, state.constants, jnp.asarray(images), masks)
+        )
+        # Masked-patch MSE of the pictured images in input units (the training loss when
+        # norm_pix_loss is off), so the title says how good what is shown is.
+        squared = np.broadcast_to(pixel_mask, original.shape) * (recon_images - original) ** 2
+        mse = float(squared.sum() / (pixel_mask.sum() * original.shape[-1]))
+        title = reconstruction_title(
+            spec.name, spec.ratio, step, mse, "masked-patch MSE", (n - masks.keep.shape[-1], n)
+        )
+        shown_mask = mask
+        if original.ndim == 5:  # clips [B, T, H, W, C]: the middle frame of each
+            middle = original.shape[1] // 2
+            original, masked, recon_images = (
+                p[:, middle] for p in (original, masked, recon_images)
+            )
+            shown_mask = mask[:, middle // model_config.tokens.patch[0]]
         if jax.process_index() == 0:
-            path = os.path.join(workdir, "reconstructions", f"step_{step:06d}.png")
-            save_reconstructions(path, *(np.asarray(p) for p in pictures))
+            path = paths.join(workdir, "reconstructions", f"step_{step:06d}.png")
+            save_reconstructions(path, original, masked, recon_images, mask=shown_mask, title=title)
 
     return Hook("reconstructions", write, every=int(config.recon_every or 0), at_finish=True)
 
@@ -168,8 +193,10 @@ def run(
         seed=config.seed,
         process_index=process_index,
         process_count=process_count,
+        scale=tuple(config.data.get("crop_scale", (0.2, 1.0))),
     )
-    os.makedirs(workdir, exist_ok=True)
+    workdir = os.fspath(workdir)  # a path or a URL: files go through mim_jax.core.paths
+    paths.makedirs(workdir)
     hooks = [reconstruction_hook(config, compiled.layout, source, workdir)]
     hooks += list(make_hooks(compiled.layout)) if make_hooks else []
     start = (
