@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "scipy>=1.11,<2",
     "matplotlib>=3.8,<4",
     "tensorboardX>=2.6,<3",
+    "fsspec>=2023.1",  # mim_jax.train.paths: workdirs as local paths or URLs
     "scikit-learn>=1.4",
     "Pillow>=10",
 ]
@@ -31,7 +32,23 @@ EXTRAS = {
         "nbclient>=0.10,<1",
         "nbformat>=5.10,<6",
         "ipykernel>=6.29,<8",
+        "wandb>=0.19,<1",  # tests/core/test_wandb.py runs W&B offline
+        "gcsfs>=2024.2",  # tests/train/test_gcs_workdir.py: a gs:// workdir on a local emulator
+        "gcp-storage-emulator>=2024.1",
+        "av>=14,<19",
+        "soundfile>=0.12,<0.15",
+        # the Kaldi-compatible reference the fbank test compares against
+        "kaldi-native-fbank>=1.20,<2",
     ],
+    # gs:// workdirs (Orbax reaches Cloud Storage through TensorStore; the rest through gcsfs).
+    "gcs": ["gcsfs>=2024.2"],
+    # Optional logging: Weights & Biases (config.wandb.enabled=True), and the TensorBoard viewer
+    # for WORKDIR/tensorboard/ (the loop writes events with tensorboardX either way).
+    "wandb": ["wandb>=0.19,<1"],
+    "tensorboard": ["tensorboard>=2.16,<3"],
+    # video_folder / audio_folder sources (VideoMAE / AudioMAE inputs from users' files)
+    "video": ["av>=14,<19"],
+    "audio": ["soundfile>=0.12,<0.15"],
     "tfds": ["tensorflow-cpu>=2.16"],
     # safetensors writes the exports; torch reads .pth files; timm / transformers load the results
     # (timm >= 1.0.16 for create_model("local-dir:...")). Tested: torch 2.13, timm 1.0.31,

@@ -7,7 +7,15 @@ from mim_jax.configs import base_config
 TUBE_RATIO = 1408 / 1568
 
 
-def video_config(model: str, mask: str, ratio: float, epochs: int, num_examples: int):
+def video_config(
+    model: str,
+    mask: str,
+    ratio: float,
+    epochs: int,
+    num_examples: int,
+    path: str = "data/kinetics400/train.csv",
+    stride: int = 4,
+):
     c = base_config()
     c.model.name = model
     c.model.image_size = 224
@@ -24,9 +32,12 @@ def video_config(model: str, mask: str, ratio: float, epochs: int, num_examples:
     c.mask = mask
     c.mask_ratio = ratio
 
-    # No video loader exists yet: "synthetic" (random clips, for throughput and smoke tests) or
-    # "folder" (data.path) once mim_jax.data gains one.
-    c.data.source = "synthetic"
+    # VideoMAE clips decoded from data.path (a folder of class folders, or a "<file> <label>"
+    # list as VideoMAE's Kinetics/SSv2 train.csv); README "Video and audio data" for the layout.
+    c.data.source = "video_folder"
+    c.data.path = path
+    c.data.frame_stride = stride  # VideoMAE: 4 on Kinetics-400, 2 on Something-Something V2
+    c.data.flip_prob = 0.0  # VideoMAE's pretraining crop does not flip (SSv2 labels need it off)
     c.data.name = "kinetics400"
     c.data.split = "train"
     c.data.num_examples = num_examples

@@ -3,8 +3,10 @@ r"""VideoMAE tube-masking pretraining (Tong et al., NeurIPS 2022, ``MCG-NJU/Vide
 COMMANDS::
 
     python -m mim_jax.train --config configs/videomae_tube.py --workdir DIR
-    python -m mim_jax.train --config configs/videomae_tube.py:epochs=1600 --workdir DIR \
-        --config.data.source=folder --config.data.path=/data/k400
+    python -m mim_jax.train --config configs/videomae_tube.py:path=/data/k400/train.csv \
+        --workdir DIR
+    python -m mim_jax.train --config configs/videomae_tube.py:path=/data/ssv2/train.csv,stride=2 \
+        --workdir DIR
 
 Geometry (VideoMAE; docs/mae_recipes.md): 16 frames, tubelet 2, 224 x 224, patch 16: an
 8 x 14 x 14 grid, L = 1568. Tube masking tiles one per-frame mask over the 8 time slices;
@@ -18,12 +20,14 @@ Recipe [from memory, unverified against the repo]: AdamW (0.9, 0.95), wd 0.05, l
 *and channel* with unbiased std + eps outside the sqrt; mim_jax's norm_pix is MAE's per-patch
 all-channel norm.
 
-DATA: **no video loader exists yet** in mim_jax.data; ``data.source`` is "synthetic" (random
-clips: throughput and smoke tests only) until a folder/TFDS video source lands. Set
-``data.num_examples`` (arg ``num_examples``, default 240000, roughly Kinetics-400 train) for the
-epoch -> step conversion.
+DATA: ``video_folder`` (``mim_jax.data.VideoFolderSource``): arg ``path`` (default
+``data/kinetics400/train.csv``) is a folder of class folders or a ``<file> <label>`` list as
+VideoMAE's annotation files; 16 frames every ``stride`` frames (arg, 4 for Kinetics, 2 for
+Something-Something V2), VideoMAE's multi-scale crop, no flip. The run counts the files for the
+epoch -> step conversion (``data.num_examples``, arg ``num_examples``, is only the config-time
+estimate). README "Video and audio data" for the file layout.
 
-EXPECTED RESULT: none from synthetic data. The VideoMAE paper reports ViT-B fine-tuned top-1 of
+EXPECTED RESULT: The VideoMAE paper reports ViT-B fine-tuned top-1 of
 about 81.5 on Kinetics-400 (1600 epochs) and 70.8 on Something-Something V2 (800 epochs)
 [from memory; not verified here].
 """
@@ -42,5 +46,9 @@ def get_config(arg=None):
         ratio=video.TUBE_RATIO,
         epochs=800,
         num_examples=240_000,
+        path="data/kinetics400/train.csv",
+        stride=4,
     )
-    return video.video_config(arg.model, arg.mask, arg.ratio, arg.epochs, arg.num_examples)
+    return video.video_config(
+        arg.model, arg.mask, arg.ratio, arg.epochs, arg.num_examples, arg.path, arg.stride
+    )

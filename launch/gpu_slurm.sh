@@ -22,7 +22,10 @@
 # the job is --requeue'able, and resubmitting the same command resumes from the workdir.
 set -euo pipefail
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() {  # the comment block at the top of this file, without its '#'
+  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
+  exit "${1:-0}"
+}
 
 nodes=1; gpus=8; time_limit=24:00:00; partition=""; account=""; job_name=""; cpus=""
 per_gpu=0; workdir="${WORKDIR:-}"; python="${PYTHON:-python3}"; setup=""; script=""

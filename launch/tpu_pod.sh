@@ -24,13 +24,16 @@
 # PREEMPTION / RESUME: spot and preemptible slices can disappear at any time. Rerunning this same
 # command recreates the slice if it is gone (or deletes and recreates one left PREEMPTED),
 # reinstalls and resumes training from the last checkpoint in --workdir. That only works when
-# the workdir outlives the VMs and all workers share it: a GCS bucket mounted on every worker
-# (--mount-bucket) or a shared filesystem. mim_jax's loop writes checkpoints (Orbax) and metrics
-# through the local filesystem API, so a bare gs:// URL is refused; mount the bucket instead.
+# the workdir outlives the VMs and all workers share it: a bucket URL (--workdir gs://BUCKET/PATH;
+# the workers then also install gcsfs), a GCS bucket mounted on every worker (--mount-bucket) or
+# a shared filesystem.
 # Keep retrying after a preemption with:  until launch/tpu_pod.sh ...; do sleep 120; done
 set -euo pipefail
 
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() {  # the comment block at the top of this file, without its '#'
+  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
+  exit "${1:-0}"
+}
 
 name=""; zone=""; project=""; accel="v4-8"; runtime="tpu-ubuntu2204-base"; capacity=""
 install=""; bucket=""; setup=""; workdir="${WORKDIR:-}"; job_name=""; detach=0; dry_run=0
@@ -63,10 +66,8 @@ die() { echo "error: $*" >&2; exit 2; }
 [[ -n "$zone" ]] || die "--zone ZONE is required (e.g. us-central2-b)"
 [[ -n "$config" ]] || die "no CONFIG given (e.g. configs/mae_in1k.py:model=vit_large)"
 [[ -n "$workdir" ]] || die "--workdir DIR is required (shared by all workers; see --help)"
-if [[ "$workdir" == gs://* ]]; then
-  die "--workdir $workdir: mim_jax writes checkpoints and metrics through the local filesystem; \
-mount the bucket on every worker (--mount-bucket BUCKET) and pass --workdir ~/gcs/PATH"
-fi
+cloud_deps=""  # a bucket URL workdir: mim_jax writes it through fsspec, gcsfs for gs://
+if [[ "$workdir" == gs://* ]]; then cloud_deps=" gcsfs"; fi
 if [[ -z "$job_name" ]]; then
   job_name="$(basename "${config%%:*}")"; job_name="mim_${job_name%.py}"
 fi
@@ -93,11 +94,11 @@ if [[ -n "$bucket" ]]; then
   remote_setup+="; mkdir -p ~/gcs && (mountpoint -q ~/gcs || gcsfuse --implicit-dirs --rename-dir-limit=1000000 $bucket ~/gcs)"
 fi
 if [[ -n "$install" ]]; then
-  remote_install="$remote_setup; pip install -U 'jax[tpu]' $(q "$install")"
+  remote_install="$remote_setup; pip install -U 'jax[tpu]'$cloud_deps $(q "$install")"
   code_dir="~"
 else
   remote_install="$remote_setup; mkdir -p ~/mim_jax && tar xzf ~/mim_jax.tar.gz -C ~/mim_jax \
-&& pip install -U 'jax[tpu]' -e ~/mim_jax"
+&& pip install -U 'jax[tpu]'$cloud_deps -e ~/mim_jax"
   code_dir="~/mim_jax"
 fi
 train="cd $code_dir && python3 -m mim_jax.train --config $(q "$config")--workdir $(remote_path "$workdir")\

@@ -13,7 +13,8 @@ with the measurement, and the ratio between the two.
       one line per step measured: {"what": "train_step", "mask": ..., "img_per_s", "step_ms",
       "compile_s", "devices", "peak_memory_bytes", "model_flops_per_step", "model_tflops_per_s",
       "mfu" (with --peak-tflops), ...}; the baseline mask's line carries "step_time_vs_baseline";
-      with --vs-torch a "torch_train_step" line and "speed_vs_torch".
+      with --vs-torch a "torch_train_step" line and "speed_vs_torch" (with --dtype bfloat16,
+      torch runs under torch.autocast("cpu", dtype=torch.bfloat16), its mixed precision).
       --peak-tflops measure times a dense matmul in the compute dtype on one device first and
       uses that as the peak: lines then also carry "matmul_peak_tflops" and "matmul_bound_ms",
       the step's model FLOPs at that rate (no step computing these FLOPs can be faster); the
@@ -190,7 +191,10 @@ def bench_train_step(args: argparse.Namespace) -> list[dict]:
 
 
 def torch_reference(args: argparse.Namespace, config, jax_result: dict) -> dict:
-    """Times transformers' ViTMAEForPreTraining with the same configuration, same process."""
+    """Times transformers' ViTMAEForPreTraining with the same configuration, same process.
+
+    ``--dtype bfloat16`` runs its forward pass under ``torch.autocast`` (bfloat16).
+    """
     from mim_jax.bench.torch_ref import time_torch_mae_step
 
     enc, dec = config.encoder, config.decoder
@@ -210,6 +214,7 @@ def torch_reference(args: argparse.Namespace, config, jax_result: dict) -> dict:
         norm_pix_loss=config.norm_pix_loss,
         repeats=args.repeats,
         measure_matmul=args.peak_tflops == "measure",
+        dtype=args.dtype,
     )
     if "matmul_peak_tflops" in result:
         result["matmul_bound_ms"] = jax_result["model_flops_per_step"] / (
@@ -220,7 +225,11 @@ def torch_reference(args: argparse.Namespace, config, jax_result: dict) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mim_jax.bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m mim_jax.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the examples' lines
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     masks = sub.add_parser("masks", help="mask generation throughput, jit warm, on device")
     masks.add_argument("--mask", default="random", help="registry name or colour name")

@@ -5,10 +5,13 @@ is timed on its own, at the step's shapes, and the times are added up: the step 
 than that on this device with this matmul library, whatever else it fuses or skips. With
 ``--vs-torch`` the same shapes are timed with torch in the same process, so the two frameworks'
 floors, and how close each step gets to its own, can be compared (the step times themselves come
-from ``bench train-step --vs-torch``).
+from ``bench train-step --vs-torch``). ``--dtype bfloat16`` times the products with bfloat16
+operands: in JAX with float32 accumulation, as the bfloat16 step computes them
+(:func:`mim_jax.models.kernels.linear`), in torch with bfloat16 results, as under autocast.
 
-  python -m mim_jax.bench floor --model vit_tiny --batch-size 32 [--vs-torch]
-      {"what": "matmul_floor", "framework": "jax", "model": ..., "flops": ..., "floor_ms": ...,
+  python -m mim_jax.bench floor --model vit_tiny --batch-size 32 [--vs-torch] [--dtype bfloat16]
+      {"what": "matmul_floor", "framework": "jax", "dtype": ..., "model": ..., "flops": ...,
+       "floor_ms": ...,
        "tflops_per_s": ..., "parts": {"encoder": ms, "decoder": ms, "attention": ms, ...}}
 
 Shapes (MAE decoder, the train step's ``masked_only`` decoding; B batch, K visible, N patches,
@@ -110,9 +113,14 @@ def _block(part: str, rows: int, width: int, mlp_dim: int, count: int) -> list[D
     ]
 
 
-def _jax_seconds(op: Dense | Attention, repeats: int) -> float:
-    """Seconds of one layer's products (forward and backward) in JAX, float32."""
-    ones = jnp.ones
+def _jax_seconds(op: Dense | Attention, repeats: int, dtype: str = "float32") -> float:
+    """Seconds of one layer's products (forward and backward) in JAX, ``dtype`` operands.
+
+    Products accumulate into (and return) float32, as the step's do.
+    """
+    ones = functools.partial(jnp.ones, dtype=dtype)
+    dot = functools.partial(jnp.matmul, preferred_element_type=jnp.float32)
+    einsum = functools.partial(jnp.einsum, preferred_element_type=jnp.float32)
     if isinstance(op, Dense):
         x, w, dy = (
             ones((op.rows, op.fan_in)),
@@ -120,9 +128,9 @@ def _jax_seconds(op: Dense | Attention, repeats: int) -> float:
             ones((op.rows, op.fan_out)),
         )
         products = [
-            (lambda a, b: a @ b, x, w),
-            (lambda a, b: a @ b.T, dy, w),
-            (lambda a, b: a.T @ b, x, dy),
+            (lambda a, b: dot(a, b), x, w),
+            (lambda a, b: dot(a, b.T), dy, w),
+            (lambda a, b: dot(a.T, b), x, dy),
         ]
         scale = 1
     else:
@@ -130,8 +138,8 @@ def _jax_seconds(op: Dense | Attention, repeats: int) -> float:
         ks = ones((op.batch, op.heads, op.lk, op.head_dim))
         probs = ones((op.batch, op.heads, op.lq, op.lk))
         products = [
-            (lambda a, b: jnp.einsum("bhqd,bhkd->bhqk", a, b), qs, ks),
-            (lambda a, b: jnp.einsum("bhqk,bhkd->bhqd", a, b), probs, ks),
+            (lambda a, b: einsum("bhqd,bhkd->bhqk", a, b), qs, ks),
+            (lambda a, b: einsum("bhqk,bhkd->bhqd", a, b), probs, ks),
         ]
         scale = 3
     total = 0.0
@@ -141,9 +149,9 @@ def _jax_seconds(op: Dense | Attention, repeats: int) -> float:
     return scale * total
 
 
-def _torch_seconds(torch, op: Dense | Attention, repeats: int) -> float:
-    """The same products as :func:`_jax_seconds` in torch, float32, current threads."""
-    ones = torch.ones
+def _torch_seconds(torch, op: Dense | Attention, repeats: int, dtype: str = "float32") -> float:
+    """The same products as :func:`_jax_seconds` in torch, ``dtype`` in and out, current threads."""
+    ones = functools.partial(torch.ones, dtype=getattr(torch, dtype))
     if isinstance(op, Dense):
         x, w, dy = ones(op.rows, op.fan_in), ones(op.fan_in, op.fan_out), ones(op.rows, op.fan_out)
         products = [lambda: x @ w, lambda: dy @ w.T, lambda: x.T @ dy]
@@ -181,8 +189,8 @@ def run_floor(args: argparse.Namespace) -> list[dict]:
     from mim_jax import models
     from mim_jax.bench.model_args import model_kwargs
 
-    if args.dtype != "float32":
-        raise ValueError("the matmul floor is timed in float32 only")
+    if args.dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"the matmul floor is timed in float32 or bfloat16, not {args.dtype!r}")
     config = models.mae_config(args.model, **model_kwargs(args))
     common = {
         "what": "matmul_floor",
@@ -191,17 +199,19 @@ def run_floor(args: argparse.Namespace) -> list[dict]:
         "patch_size": args.patch_size,
         "batch_size": args.batch_size,
         "mask_ratio": args.mask_ratio,
+        "dtype": args.dtype,
     }
+    timed = functools.partial(_jax_seconds, dtype=args.dtype)
     results = [
         common
         | {"framework": "jax", "backend": jax.default_backend()}
-        | matmul_floor(config, args.batch_size, args.mask_ratio, _jax_seconds, args.repeats)
+        | matmul_floor(config, args.batch_size, args.mask_ratio, timed, args.repeats)
     ]
     if args.vs_torch:
         from mim_jax.bench.torch_ref import _import_deps
 
         torch, _ = _import_deps()
-        timed = lambda op, repeats: _torch_seconds(torch, op, repeats)
+        timed = lambda op, repeats: _torch_seconds(torch, op, repeats, args.dtype)
         floor = matmul_floor(config, args.batch_size, args.mask_ratio, timed, args.repeats)
         results.append(common | {"framework": "torch", "threads": torch.get_num_threads()} | floor)
     return results

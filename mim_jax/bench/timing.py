@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
 import jax
+
+from mim_jax.core.metrics import Eta
 
 
 def time_interleaved(
@@ -23,7 +26,8 @@ def time_interleaved(
     """
     samples: dict[str, list[float]] = {name: [] for name in fns}
     call = 0
-    for _ in range(repeats):
+    eta = Eta(repeats, "timing round")
+    for r in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             for _ in range(inner):
@@ -31,6 +35,7 @@ def time_interleaved(
                 call += 1
             jax.block_until_ready(out)
             samples[name].append((time.perf_counter() - start) / inner)
+        print(eta.line(r + 1, ", ".join(fns)), file=sys.stderr, flush=True)  # stdout: JSON
     return {name: statistics.median(times) for name, times in samples.items()}
 
 

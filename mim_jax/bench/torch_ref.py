@@ -8,6 +8,11 @@ expects), ``loss.backward()``, an ``AdamW(lr=1.5e-4, betas=(0.9, 0.95), weight_d
 step and ``zero_grad(set_to_none=True)``. ``warmup`` untimed steps, then ``repeats`` steps timed
 one by one with ``time.perf_counter``; the median is reported.
 
+With ``dtype="bfloat16"`` the forward pass runs under ``torch.autocast("cpu",
+dtype=torch.bfloat16)``, PyTorch's automatic mixed precision and the counterpart of mim_jax's
+``dtype="bfloat16"``: float32 weights and optimizer state, bfloat16 matmuls, float32 LayerNorm,
+softmax and loss; ``loss.backward()`` runs outside the context, as PyTorch recommends.
+
 Why
 ---
 ``python -m mim_jax.bench train-step ... --vs-torch`` calls :func:`time_torch_mae_step` in the
@@ -79,11 +84,11 @@ def _import_deps():
     return torch, transformers
 
 
-def _matmul_peak_tflops(torch, repeats: int = 5) -> float:
-    """Best TFLOP/s of a float32 square matmul in torch (current threads), the JAX bench's size."""
+def _matmul_peak_tflops(torch, dtype: str = "float32", repeats: int = 5) -> float:
+    """Best TFLOP/s of a square ``dtype`` matmul in torch (current threads), the JAX size."""
     from mim_jax.bench.timing import MATMUL_SIZE, best_seconds
 
-    operand = torch.ones(MATMUL_SIZE, MATMUL_SIZE, dtype=torch.float32)
+    operand = torch.ones(MATMUL_SIZE, MATMUL_SIZE, dtype=getattr(torch, dtype))
     return 2 * MATMUL_SIZE**3 / best_seconds(lambda: operand @ operand, repeats) / 1e12
 
 
@@ -108,6 +113,7 @@ def time_torch_mae_step(
     threads: int | None = None,
     seed: int = 0,
     measure_matmul: bool = False,
+    dtype: str = "float32",
 ) -> dict:
     """Median wall time of one ``ViTMAEForPreTraining`` training step (see the module docstring).
 
@@ -124,18 +130,23 @@ def time_torch_mae_step(
       warmup: untimed steps before them.
       threads: intra-op threads for torch; ``None`` means ``os.cpu_count()``.
       seed: ``torch.manual_seed`` for the weights, the batch and the masking noise.
-      measure_matmul: also time a float32 ``[2048, 2048] @ [2048, 2048]`` with the same threads
-        and report its best rate as ``"matmul_peak_tflops"``.
+      measure_matmul: also time a ``dtype`` ``[2048, 2048] @ [2048, 2048]`` with the same
+        threads and report its best rate as ``"matmul_peak_tflops"``.
+      dtype: ``"float32"``, or ``"bfloat16"`` for the forward pass under ``torch.autocast``.
 
     Returns:
       ``{"what": "torch_train_step", "impl": "transformers.ViTMAEForPreTraining", "torch",
       "transformers", "threads", "step_ms", "img_per_s", "params", "repeats"}`` plus
-      ``"batch_size"``, ``"num_visible"`` (HF's kept-patch count) and ``"attn_implementation"``.
+      ``"batch_size"``, ``"num_visible"`` (HF's kept-patch count), ``"attn_implementation"``
+      and ``"dtype"`` (``"bfloat16"`` means autocast).
 
     Raises:
       RuntimeError: torch or transformers is not installed.
-      ValueError: a non-positive ``repeats`` or ``batch_size``, or a negative ``warmup``.
+      ValueError: a non-positive ``repeats`` or ``batch_size``, a negative ``warmup``, or a
+        ``dtype`` other than float32 and bfloat16.
     """
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16' (autocast), got {dtype!r}")
     if repeats < 1 or batch_size < 1 or warmup < 0:
         raise ValueError(
             f"need repeats >= 1, batch_size >= 1 and warmup >= 0; got repeats={repeats}, "
@@ -177,7 +188,8 @@ def time_torch_mae_step(
         images = torch.randn(batch_size, channels, image_size, image_size, dtype=torch.float32)
 
         def step() -> None:
-            loss = model(pixel_values=images).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+                loss = model(pixel_values=images).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -193,7 +205,7 @@ def time_torch_mae_step(
         num_patches = model.vit.embeddings.patch_embeddings.num_patches
         with torch.no_grad():
             kept, _, _ = model.vit.embeddings.random_masking(torch.zeros(1, num_patches, 1))
-        matmul = _matmul_peak_tflops(torch) if measure_matmul else None
+        matmul = _matmul_peak_tflops(torch, dtype) if measure_matmul else None
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -211,6 +223,7 @@ def time_torch_mae_step(
         "batch_size": batch_size,
         "num_visible": int(kept.shape[1]),
         "attn_implementation": model.config._attn_implementation,
+        "dtype": dtype,
     }
     if matmul is not None:
         result["matmul_peak_tflops"] = matmul

@@ -39,11 +39,17 @@ Schema (every shipped config has all of these fields; ``None`` = optional/unset)
     config.mask_options          ConfigDict of the generator's options (a None value is dropped;
                                  an override may add a key the configured mask accepts)
     config.data
-      .source                    "digits" | "folder" | "tfds" | "synthetic"
-      .name, .path, .split       tfds name / image folder / split (image size is model.image_size)
+      .source                    "digits" | "folder" | "tfds" | "synthetic" | "video_folder" |
+                                 "audio_folder"
+      .name, .path, .split       tfds name / image, video or audio folder (or list file) / split
+                                 (image size is model.image_size)
       .num_examples              training-set size (for steps per epoch), None if unknown
       .memory_mb                 budget for decoded images in flight (image folders): an image
                                  too large to decode within its share is skipped and reported
+      .crop_scale                RandomResizedCrop area range, (0.2, 1.0) as MAE
+      .frame_stride, .flip_prob  video_folder: frames between sampled frames (4; SSv2: 2) and the
+                                 chance of flipping a clip
+      .fbank_mean, .fbank_std    audio_folder: fbank normalisation (AudioMAE's AudioSet values)
     config.batch_size            global batch (divisible by accum_steps; micro-batch by devices)
     config.accum_steps           gradient accumulation micro-steps per optimizer step
     config.epochs, .warmup_epochs
@@ -54,6 +60,9 @@ Schema (every shipped config has all of these fields; ``None`` = optional/unset)
     config.b1, .b2, .weight_decay, .end_lr, .clip_norm (None = no clipping), .decay_tokens
     config.seed
     config.log_every, .checkpoint_every, .keep_checkpoints, .recon_every, .eval_every   (steps)
+    config.log_all_processes     progress lines from every process (default: process 0 only)
+    config.wandb.enabled, .project, .entity, .mode, .run_name   Weights & Biases logging
+                                 (off by default; mode online | offline | disabled)
     config.mesh.data, .fsdp, .tensor   mesh axis sizes; -1 = all remaining devices
 """
 
@@ -65,7 +74,7 @@ from mim_jax.configs.loading import (
     parse_arg,
     split_top_level,
 )
-from mim_jax.configs.schema import ConfigDict, base_config, eval_job_config
+from mim_jax.configs.schema import ConfigDict, base_config, eval_job_config, to_json
 from mim_jax.configs.validation import mask_grid, validate
 
 __all__ = [
@@ -79,5 +88,6 @@ __all__ = [
     "mask_grid",
     "parse_arg",
     "split_top_level",
+    "to_json",
     "validate",
 ]

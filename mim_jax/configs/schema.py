@@ -6,8 +6,13 @@ in :mod:`mim_jax.configs`.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import ml_collections
 from ml_collections import config_dict
+
+from mim_jax.data.fbank import AUDIOSET_MEAN, AUDIOSET_STD
 
 ConfigDict = ml_collections.ConfigDict
 
@@ -53,6 +58,11 @@ def base_config(image_size: int | tuple[int, int] = 224) -> ConfigDict:
             split="train",
             num_examples=config_dict.placeholder(int),
             memory_mb=8192,
+            crop_scale=(0.2, 1.0),  # RandomResizedCrop's area range (MAE: 0.2-1)
+            frame_stride=4,  # video_folder: frames between sampled frames
+            flip_prob=0.5,  # video_folder: chance of flipping a clip
+            fbank_mean=AUDIOSET_MEAN,  # audio_folder: fbank normalisation
+            fbank_std=AUDIOSET_STD,
         )
     )
     c.data.num_examples = 1_281_167
@@ -77,8 +87,34 @@ def base_config(image_size: int | tuple[int, int] = 224) -> ConfigDict:
     c.keep_checkpoints = 3
     c.recon_every = 1000
     c.eval_every = 0
+    c.log_all_processes = False  # progress lines from every process, not just process 0
+    c.wandb = ConfigDict(  # optional Weights & Biases logging (mim_jax.core.wandb_log)
+        dict(
+            enabled=False,
+            project="mim_jax",
+            entity=config_dict.placeholder(str),
+            mode="online",
+            run_name=config_dict.placeholder(str),
+        )
+    )
     c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     return c
+
+
+def to_json(config: ConfigDict) -> str:
+    """The resolved config (after overrides) as indented JSON with sorted keys: what
+    ``--print-config`` prints and what a run writes to ``WORKDIR/config.json``."""
+    return json.dumps(_jsonable(config.to_dict()), indent=2, sort_keys=True) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
 
 
 def eval_job_config(job: str) -> ConfigDict:

@@ -219,8 +219,8 @@ def validate(config: ConfigDict, num_devices: int) -> None:
     errors += _check_ranges(config)
     if config.data.source not in SOURCES:
         errors.append(f"config.data.source={config.data.source!r}; valid: {', '.join(SOURCES)}.")
-    if config.data.source == "folder" and not config.data.path:
-        errors.append("config.data.source='folder' needs config.data.path.")
+    if config.data.source.endswith("folder") and not config.data.path:
+        errors.append(f"config.data.source={config.data.source!r} needs config.data.path.")
 
     if not any("config.model.image_size" in e or "num_frames" in e for e in errors):
         try:

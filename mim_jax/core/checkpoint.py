@@ -41,6 +41,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from mim_jax.core import paths
 from mim_jax.core.errors import CheckpointUnusable, WriteFailed
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ class CheckpointStore:
       best_metric: a key of the ``metrics`` passed to :meth:`save`; keeps the ``keep_best`` best
         steps by it as well (``best_mode`` "min" or "max").
       async_save: write in the background (call :meth:`wait` or :meth:`close` before exiting).
+
+    The state's arrays go into Orbax's OCDBT database (the default). ``MIM_JAX_CHECKPOINT_OCDBT=0``
+    writes one zarr array per leaf instead: for storage emulators without conditional writes
+    (``tests/train/test_gcs_workdir.py``); restores read either layout.
     """
 
     def __init__(
@@ -105,7 +110,7 @@ class CheckpointStore:
             )
         self.directory = os.fspath(directory)
         self._manager = ocp.CheckpointManager(
-            os.path.abspath(self.directory),
+            paths.resolve(self.directory),  # a URL (gs://...) stays a URL, as Orbax takes it
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
                 # Orbax writes a step's metrics only when best_fn is set; they must be on disk
@@ -115,8 +120,11 @@ class CheckpointStore:
                 enable_async_checkpointing=async_save,
                 cleanup_tmp_directories=True,
             ),
-            item_names=("state", "data", "config"),
+            **_item_options(),
         )
+        # Manifests and moving damaged steps aside work on local (or mounted) folders; a URL
+        # (gs://...) gets Orbax's own checks only.
+        self._local = not paths.is_url(self.directory)
         self._pending: int | None = None  # a step whose save was started and not yet checked
         self._hasher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="manifest")
         self._manifest_job: concurrent.futures.Future | None = None
@@ -198,13 +206,13 @@ class CheckpointStore:
             ) from err
         if step is None:
             return
-        path = os.path.join(self.directory, str(step))
-        if not os.path.isdir(path):  # Orbax does not always re-raise a failed background write
+        path = paths.join(self.directory, str(step))
+        if not paths.exists(path):  # Orbax does not always re-raise a failed background write
             raise WriteFailed(
                 f"saving checkpoint step {step} in {self.directory} failed: the step was never "
                 "completed (disk full or not writable?)"
             )
-        if jax.process_index() == 0:
+        if jax.process_index() == 0 and self._local:
             self._manifest_job = self._hasher.submit(write_manifest, path)
 
     def restore(
@@ -245,7 +253,8 @@ class CheckpointStore:
         rejected = []
         for candidate in candidates:
             try:
-                verify_manifest(os.path.join(self.directory, str(candidate)))
+                if self._local:
+                    verify_manifest(os.path.join(self.directory, str(candidate)))
                 loaded = self._manager.restore(
                     candidate,
                     args=ocp.args.Composite(
@@ -265,7 +274,7 @@ class CheckpointStore:
                     accept(restored)
             except Exception as err:  # damaged or refused: report, fall back to an earlier step
                 reason = f"checkpoint step {candidate} is unusable: {_short(err)}"
-                if move_aside:
+                if move_aside and self._local:
                     reason += f"; moved to {self._move_aside(candidate)}"
                 log.warning("%s", reason)
                 rejected.append(reason)
@@ -331,6 +340,19 @@ def _decode_data_state(stored: dict[str, Any] | None) -> DataState:
         return None
     value = stored["value"]
     return value.encode("utf-8") if stored["kind"] == "bytes" else value
+
+
+def _item_options() -> dict[str, Any]:
+    """CheckpointManager's item arguments: the state without OCDBT when the environment asks."""
+    if os.environ.get("MIM_JAX_CHECKPOINT_OCDBT", "1") != "0":
+        return {"item_names": ("state", "data", "config")}
+    return {
+        "item_handlers": {
+            "state": ocp.StandardCheckpointHandler(use_ocdbt=False),
+            "data": ocp.JsonCheckpointHandler(),
+            "config": ocp.JsonCheckpointHandler(),
+        }
+    }
 
 
 def _short(err: BaseException, limit: int = 300) -> str:

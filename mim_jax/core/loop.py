@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mim_jax.core import distributed
+from mim_jax.core import distributed, paths, wandb_log
 from mim_jax.core.checkpoint import CheckpointStore
 from mim_jax.core.errors import WorkdirBusy
 from mim_jax.core.metrics import MetricsWriter
@@ -182,7 +183,8 @@ def run_job(
       mim_jax.core.errors.RunError subclasses, each with its exit code: WorkdirBusy,
       ConfigChanged, CheckpointUnusable, WriteFailed.
     """
-    os.makedirs(workdir, exist_ok=True)
+    workdir = os.fspath(workdir)  # a path or a URL (gs://...): files go through core.paths
+    paths.makedirs(workdir)
     with _workdir_lock(workdir):
         return _run_locked(job, workdir, max_steps, allow_config_change)
 
@@ -190,7 +192,8 @@ def run_job(
 @contextlib.contextmanager
 def _workdir_lock(workdir: str):
     """Process 0 holds the workdir's lock; every process stops when it cannot."""
-    lock = WorkdirLock(workdir, enabled=jax.process_index() == 0)
+    # A URL (gs://) has no exclusive create: the lock needs a local or mounted workdir.
+    lock = WorkdirLock(workdir, enabled=jax.process_index() == 0 and not paths.is_url(workdir))
     busy = None
     try:
         lock.__enter__()
@@ -211,13 +214,21 @@ def _run_locked(job: Job, workdir: str, max_steps, allow_config_change: bool) ->
     config = job.config
     process_count, process_index = jax.process_count(), jax.process_index()
     store = CheckpointStore(
-        os.path.join(workdir, "checkpoints"),
+        paths.join(workdir, "checkpoints"),
         keep=config.keep_checkpoints,
         **(dict(best_metric=job.best_metric, best_mode=job.best_mode) if job.best_metric else {}),
     )
     # Process 0 writes the run's metrics; others keep their own copy (they must agree).
-    own_dir = workdir if process_index == 0 else os.path.join(workdir, f"process_{process_index}")
-    writer = MetricsWriter(own_dir, job.total_steps, job.batch_size, stream=job.stream)
+    own_dir = workdir if process_index == 0 else paths.join(workdir, f"process_{process_index}")
+    # Only process 0 prints progress lines, unless config.log_all_processes.
+    progress = process_index == 0 or bool(config.get("log_all_processes", False))
+    wandb_run = wandb_log.start(config, workdir) if process_index == 0 else None
+    writer = MetricsWriter(
+        own_dir, job.total_steps, job.batch_size, stream=job.stream, progress=progress,
+        wandb_run=wandb_run,
+    )  # fmt: skip
+    if process_index == 0:  # the resolved config, readable, at every start (resumes too)
+        paths.write_text(paths.join(workdir, "config.json"), configs_json(config))
     try:
         state = job.state
         if store.latest_step() is not None:
@@ -263,11 +274,20 @@ def _run_locked(job: Job, workdir: str, max_steps, allow_config_change: bool) ->
         with Preemption() as preemption:
             while step < job.total_steps:
                 _, placed, data_state = next(batches)
+                if step == first_step:
+                    writer.message("compiling the train step ...", progress=True)
+                    started = time.perf_counter()
                 state, metrics = job.step(state, placed, key)
                 step += 1
                 store.poll()  # a failed background save stops the run now, naming its step
                 if step == first_step + 1:  # timing starts after the step compiled
                     jax.block_until_ready(metrics)
+                    seconds = time.perf_counter() - started
+                    writer.message(
+                        f"compiled the train step and ran step {step} in {seconds:.1f} s "
+                        "(a step compiled earlier in this process is reused)",
+                        progress=True,
+                    )
                     writer.start(step)
                 due_log = step % config.log_every == 0 or step == job.total_steps
                 pause = max_steps is not None and step - first_step >= max_steps
@@ -334,6 +354,13 @@ def _run_locked(job: Job, workdir: str, max_steps, allow_config_change: bool) ->
     except BaseException:  # stop background saves and close files before the error surfaces
         _close_quietly(store, writer)
         raise
+
+
+def configs_json(config: Any) -> str:
+    """The config as indented JSON (sorted keys): ``WORKDIR/config.json``."""
+    from mim_jax.configs import to_json  # configs sits below core
+
+    return to_json(config)
 
 
 def _all_data_states(data_state: Any, process_count: int) -> Any:

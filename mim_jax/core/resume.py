@@ -4,8 +4,9 @@ A rerun on a workdir resumes its checkpoint; the command's config should be the 
 was trained with. :func:`check_resume` compares them field by field:
 
 * identical: resume silently;
-* only fields in :data:`SAFE_TO_CHANGE` differ (run length, logging and checkpoint intervals, the
-  mesh, the loader's memory budget): resume, with one line naming each change;
+* only fields in :data:`SAFE_TO_CHANGE` or under :data:`SAFE_PREFIXES` differ (run length,
+  logging and checkpoint intervals, W&B, the mesh, the loader's memory budget): resume, with
+  one line naming each change;
 * anything else (learning rate, mask, ratio, batch size, weight decay, model, data...): stop with
   :class:`~mim_jax.core.errors.ConfigChanged` listing every differing field, unless the caller
   allows it on purpose (``--allow-config-change``), which resumes with the new values, named.
@@ -37,8 +38,10 @@ SAFE_TO_CHANGE = frozenset(
         "mesh.fsdp",
         "mesh.tensor",
         "data.memory_mb",
+        "log_all_processes",
     }
 )
+SAFE_PREFIXES = ("wandb.",)  # where the same scalars are also logged
 ALLOW_FLAG = "--allow-config-change"
 
 
@@ -52,7 +55,7 @@ class Difference:
 
     @property
     def safe(self) -> bool:
-        return self.field in SAFE_TO_CHANGE
+        return self.field in SAFE_TO_CHANGE or self.field.startswith(SAFE_PREFIXES)
 
     def __str__(self) -> str:
         return f"{self.field} {self.stored!r} -> {self.current!r}"

@@ -123,7 +123,7 @@ def make_pipeline(
     source: RandomAccessSource,
     *,
     batch_size: int,
-    image_size: int,
+    image_size: int | None,
     seed: int,
     shuffle: bool = True,
     num_epochs: int | None = None,
@@ -142,10 +142,13 @@ def make_pipeline(
     """Iterator over per-host batches ``{"image": float32[B, S, S, C], "label": int32[B]}``.
 
     Args:
-        source: random-access source (``DigitsSource``, ``FolderSource``, ``TfdsSource``, ...).
+        source: random-access source (``DigitsSource``, ``FolderSource``, ``TfdsSource``, ...);
+            one with ``grain_parts(augment)`` (``VideoFolderSource``, ``AudioFolderSource``)
+            brings its own records and transform, and ``image_size``/``mean``/``std``/``scale``
+            are its own.
         batch_size: per-process batch size ``B`` (the global batch is ``B * process_count``);
             incomplete batches are dropped.
-        image_size: output side length ``S``.
+        image_size: output side length ``S`` (None for a source with ``grain_parts``).
         seed: drives the shuffle order and every record's augmentation.
         shuffle: global shuffle each epoch (a fresh permutation per epoch).
         num_epochs: ``None`` repeats forever; otherwise stop after that many passes.
@@ -187,14 +190,19 @@ def make_pipeline(
         num_epochs=num_epochs,
         seed=seed,
     )
-    if transform is None and augment:
+    records: Any = source
+    if hasattr(source, "grain_parts"):  # video/audio: decoding and clip sampling in the transform
+        records, transform = source.grain_parts(augment)
+    elif image_size is None:
+        raise ValueError(f"make_pipeline needs image_size for the image source {source!r}.")
+    elif transform is None and augment:
         transform = MaeTrainAugment(image_size, scale=scale, mean=tuple(mean), std=tuple(std))
     elif transform is None:
         transform = EvalTransform(image_size, mean=tuple(mean), std=tuple(std))
     if worker_count:
         _ensure_absl_flags_parsed()
     loader = grain.DataLoader(
-        data_source=source,
+        data_source=records,
         sampler=sampler,
         operations=[transform, grain.transforms.Batch(batch_size, drop_remainder=True)],
         worker_count=worker_count,

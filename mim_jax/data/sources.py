@@ -12,6 +12,10 @@ so a data source is added (or changed) here once:
 - ``synthetic``: deterministic noise (benchmarks, smoke tests): ``train`` has
   ``config.data.num_examples`` records (1024 when unset), any other split a quarter of that
   drawn with another seed; labels are random.
+- ``video_folder`` / ``audio_folder``: VideoMAE clips and AudioMAE fbanks decoded from the files
+  under ``config.data.path`` (a folder of class folders, or a ``<file> <label>`` list); the
+  splits are found as for ``folder``, or as sibling list files (``train.csv`` / ``val.csv``), see
+  :mod:`mim_jax.data.media_config`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 from mim_jax.data.digits import DigitsSource
 from mim_jax.data.folder import FolderSource, read_plan
+from mim_jax.data.media_config import audio_folder, video_folder
 from mim_jax.data.pipeline import RandomAccessSource
 from mim_jax.data.synthetic import SyntheticSource
 from mim_jax.data.tfds_source import TfdsSource
@@ -94,12 +99,14 @@ def _tfds(data: Any, split: str, image_size: int, channels: int, **kw) -> Random
     return TfdsSource(data.name, split=split, data_dir=kw.get("data_dir"))
 
 
-#: name -> builder(data_config, split, image_size, channels, data_dir=...) of a source.
+#: name -> builder(data_config, split, image_size, channels, data_dir=..., num_frames=...).
 SOURCES: dict[str, Callable[..., RandomAccessSource]] = {
     "digits": _digits,
     "folder": _folder,
     "tfds": _tfds,
     "synthetic": _synthetic,
+    "video_folder": video_folder,
+    "audio_folder": audio_folder,
 }
 
 
@@ -110,6 +117,7 @@ def build_source(
     image_size: Any,
     channels: int = 3,
     data_dir: str | None = None,
+    num_frames: int | None = None,
 ) -> RandomAccessSource:
     """The source ``data.source`` names, for ``split`` (default: ``data.split``).
 
@@ -117,10 +125,12 @@ def build_source(
       data: a run config's ``config.data`` (``source``, ``name``, ``path``, ``split``,
         ``num_examples``).
       split: ``train``, ``val`` (each source's validation split) or a source's own split name.
-      image_size: the model's input size (an int or a square pair) for sources that make
-        images at a size (digits, synthetic).
+      image_size: the model's input size: an int or a square pair (digits and synthetic make
+        images at that size; video_folder crops clips to it), or audio_folder's (frames, mel
+        bins).
       channels: 1 or 3.
       data_dir: TFDS data directory.
+      num_frames: frames per clip (``config.model.num_frames``) for video_folder; None otherwise.
 
     Raises:
       ValueError: an unknown source (listing the valid ones) or a split it lacks.
@@ -130,4 +140,4 @@ def build_source(
         raise ValueError(f"config.data.source={name!r} is not one of {', '.join(SOURCES)}.")
     split = split or data.get("split") or "train"
     side = square_side(image_size) if name in ("digits", "synthetic") else image_size
-    return SOURCES[name](data, split, side, int(channels), data_dir=data_dir)
+    return SOURCES[name](data, split, side, int(channels), data_dir=data_dir, num_frames=num_frames)

@@ -94,11 +94,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="use the checkpoint's config but freshly initialised weights (the baseline)",
     )
     g.add_argument("--init-seed", type=int, default=0, help="seed of a random init (default 0)")
-    g.add_argument("--out", help="output folder (default: WORKDIR/eval, or ./eval_out)")
+    g.add_argument(
+        "--out",
+        help="output folder (default: WORKDIR/eval; with --config: out/eval/random_init_<name>)",
+    )
     d = p.add_argument_group("data (default: the run's config.data)")
     d.add_argument("--train-split", help="digits: train|test|all; TFDS: a split string")
     d.add_argument("--val-split", help="digits: test (default); TFDS: validation (default)")
-    d.add_argument("--val-path", help="image folder for validation (folder datasets)")
+    d.add_argument("--val-path", help="validation folder or list (folder, video, audio data)")
     d.add_argument("--data-dir", help="TFDS data directory")
     d.add_argument("--num-classes", type=int, help="override the class count")
     d.add_argument("--train-limit", type=int, help="use a random subset of the train split")
@@ -354,7 +357,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         masks = args.mask or (str(config.mask),)
         ratio = args.mask_ratio if args.mask_ratio is not None else float(config.mask_ratio)
         result.update(
-            reconstruction_figures(pretrained, images, masks, ratio, _out_dir(args), seed=args.seed)
+            reconstruction_figures(
+                pretrained,
+                images,
+                masks,
+                ratio,
+                _out_dir(args),
+                seed=args.seed,
+                step=pretrained.step,
+            )
         )
     result["seconds"] = round(time.perf_counter() - start, 2)
     out_dir = _out_dir(args)
@@ -371,7 +382,9 @@ def _out_dir(args) -> str:
         return args.out
     if args.checkpoint:
         return os.path.join(args.checkpoint, "eval" if not args.random_init else "eval_random_init")
-    return "eval_out"
+    # A config has no workdir: out/ (ignored by git), named after the config file.
+    name = os.path.splitext(os.path.basename(args.config.split(":", 1)[0]))[0]
+    return os.path.join("out", "eval", f"random_init_{name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

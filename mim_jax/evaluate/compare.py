@@ -114,7 +114,8 @@ def run_comparison(
 
 
 def markdown_table(records: Sequence[dict[str, Any]]) -> str:
-    """Rows per strategy (random init first): mean +- sample std over seeds, in percent."""
+    """Rows per strategy (random init first): mean +- sample std over seeds, in percent (one
+    seed: the value alone, since one run has no spread)."""
     order: list[str] = []
     for r in records:
         if r["strategy"] not in order:
@@ -128,8 +129,10 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
         cells = []
         for metric in ("linear_top1", "knn_top1"):
             values = 100 * np.asarray([r[metric] for r in rows])
-            spread = np.std(values, ddof=1) if len(values) > 1 else 0.0
-            cells.append(f"{values.mean():.1f} ± {spread:.1f}")
+            if len(values) > 1:
+                cells.append(f"{values.mean():.1f} ± {np.std(values, ddof=1):.1f}")
+            else:
+                cells.append(f"{values.mean():.1f}")
         label = f"{name} (no pretraining)" if name == "random init" else name
         lines.append(f"| {label} | {cells[0]} | {cells[1]} | {len(rows)} |")
     return "\n".join(lines)

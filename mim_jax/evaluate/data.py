@@ -11,7 +11,10 @@ the shorter side resized (bicubic) to ``int(size / crop_fraction)``, the centre 
 cropped, ImageNet normalisation. Every protocol uses it for validation images (kNN, the probe,
 fine-tuning, the periodic kNN). :func:`default_crop_fraction` is MAE's rule (0.875 up to 224
 pixels, 1.0 above) except for digits, whose 8x8 glyphs fill the frame: they keep the whole image
-(1.0). Jobs set it with their config's ``crop_fraction``.
+(1.0). Jobs set it with their config's ``crop_fraction``. Video and audio sources
+(``video_folder`` / ``audio_folder``) give model inputs already: their evaluation view (the
+centred clip's centre square, float32[T, S, S, 3]; the whole fbank, float32[T, F, 1]) is used as
+it is, which :class:`EvalData` marks with ``image_size=None``.
 """
 
 from __future__ import annotations
@@ -76,13 +79,14 @@ def subset(source: RandomAccessSource, limit: int | None, seed: int = 0) -> Rand
 
 @dataclasses.dataclass
 class EvalData:
-    """Labelled ``train`` / ``val`` sources, the class count, the model's input side and the
-    evaluation transform's crop fraction (see :func:`mim_jax.data.eval_transform`)."""
+    """Labelled ``train`` / ``val`` sources, the class count, the model's input side (None: the
+    records are model inputs already, as video and audio records are) and the evaluation
+    transform's crop fraction (see :func:`mim_jax.data.eval_transform`)."""
 
     train: RandomAccessSource
     val: RandomAccessSource
     num_classes: int
-    image_size: int
+    image_size: int | None
     description: str
     crop_fraction: float = data.DEFAULT_CROP_FRACTION
 
@@ -120,7 +124,7 @@ def eval_sources(
     Args:
       config: the pretraining config (``config.data``, ``config.model.image_size/channels``).
       train_split / val_split: split names (digits: train/test/all; TFDS split strings).
-      val_path: image folder for validation (folder source).
+      val_path: folder (or list file) for validation (folder, video_folder, audio_folder).
       data_dir: TFDS data directory.
       num_classes: overrides the class count read from the sources.
       train_limit / val_limit: keep a random subset of this many records (seeded by ``seed``).
@@ -129,11 +133,15 @@ def eval_sources(
     Raises:
       ValueError: an unknown source or split, unlabelled data, or no validation set.
     """
-    if config.model.get("num_frames") is not None:
-        raise ValueError("evaluation supports image models only (config.model.num_frames is set).")
-    side = data.square_side(config.model.image_size)
     kind = config.data.source
-    kw = dict(image_size=side, channels=int(config.model.channels), data_dir=data_dir)
+    media = kind in data.MEDIA_SOURCES
+    side = None if media else data.square_side(config.model.image_size)
+    kw = dict(
+        image_size=config.model.image_size if media else side,
+        channels=int(config.model.channels),
+        data_dir=data_dir,
+        num_frames=config.model.get("num_frames"),
+    )
     if kind == "digits":
         for split in (train_split, val_split):
             if split is not None and split not in DIGITS_SPLITS:
@@ -141,13 +149,18 @@ def eval_sources(
     train = data.build_source(config.data, train_split or "train", **kw)
     if kind == "folder" and val_path is not None:
         val = data.FolderSource(val_path, channels=kw["channels"])
+    elif media and val_path is not None:
+        val_data = config.data.copy_and_resolve_references()
+        with val_data.unlocked():
+            val_data.path = val_path
+        val = data.build_source(val_data, "train", **kw)
     else:
         val = data.build_source(config.data, val_split or "val", **kw)
-    if kind == "folder":
+    if kind == "folder" or (media and (train.class_names or val.class_names)):
         if not train.class_names or not val.class_names:
             raise ValueError(
-                f"image folders {train.root} and {val.root} must both hold class subfolders "
-                "(root/<class>/<image>) for labelled evaluation."
+                f"folders {train.root} and {val.root} must both hold class subfolders "
+                "(root/<class>/<file>) for labelled evaluation."
             )
         if train.class_names != val.class_names:
             raise ValueError(
@@ -158,6 +171,8 @@ def eval_sources(
         "digits": f"digits {train_split or 'train'}/{val_split or 'test'}",
         "synthetic": "synthetic noise (random labels)",
         "folder": f"folders {getattr(train, 'root', '')} / {getattr(val, 'root', '')}",
+        "video_folder": f"videos {getattr(train, 'root', '')} / {getattr(val, 'root', '')}",
+        "audio_folder": f"audio {getattr(train, 'root', '')} / {getattr(val, 'root', '')}",
         "tfds": f"tfds {config.data.get('name')} {train_split or 'train'}/"
         f"{val_split or 'validation'}",
     }.get(kind, kind)
@@ -167,7 +182,8 @@ def eval_sources(
     if crop_fraction is None:
         crop_fraction = default_crop_fraction(kind, side)
     crop_fraction = check_crop_fraction(crop_fraction)
-    what = f"{what} ({len(train)}/{len(val)} images, eval crop {crop_fraction:g})"
+    unit = {"video_folder": "clips", "audio_folder": "files"}.get(kind, "images")
+    what = f"{what} ({len(train)}/{len(val)} {unit}, eval crop {crop_fraction:g})"
     return EvalData(train, val, int(classes), side, what, crop_fraction)
 
 
@@ -186,9 +202,11 @@ def _num_classes(source: Any) -> int:
 
 
 def _transform(
-    image_size: int, crop_fraction: float
+    image_size: int | None, crop_fraction: float
 ) -> Callable[[dict[str, Any]], tuple[np.ndarray, int]]:
     def apply(record: dict[str, Any]) -> tuple[np.ndarray, int]:
+        if image_size is None:  # a model input already (video clip, spectrogram)
+            return np.asarray(record["image"], np.float32), int(record["label"])
         image = data.eval_transform(
             np.asarray(record["image"]), image_size, crop_fraction=crop_fraction
         )
@@ -200,7 +218,7 @@ def _transform(
 def iterate_batches(
     source: RandomAccessSource,
     batch_size: int,
-    image_size: int,
+    image_size: int | None,
     threads: int = 4,
     *,
     crop_fraction: float = data.DEFAULT_CROP_FRACTION,
@@ -208,7 +226,9 @@ def iterate_batches(
     """Every record of ``source`` once, in order, in batches (the last may be smaller).
 
     Yields ``(images float32[b, S, S, C], labels int32[b])`` with the evaluation transform
-    (:func:`mim_jax.data.eval_transform` at ``crop_fraction``).
+    (:func:`mim_jax.data.eval_transform` at ``crop_fraction``), or with ``image_size=None`` the
+    records' own model inputs (``float32[b, T, S, S, 3]`` clips, ``float32[b, T, F, 1]``
+    spectrograms).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -224,12 +244,13 @@ def iterate_batches(
 
 def load_arrays(
     source: RandomAccessSource,
-    image_size: int,
+    image_size: int | None,
     batch_size: int = 256,
     *,
     crop_fraction: float = data.DEFAULT_CROP_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The whole (small) source as ``(images float32[N, S, S, C], labels int32[N])``."""
+    """The whole (small) source as ``(images float32[N, ...], labels int32[N])`` (see
+    :func:`iterate_batches`)."""
     batches = iterate_batches(source, batch_size, image_size, crop_fraction=crop_fraction)
     images, labels = zip(*batches, strict=True)
     return np.concatenate(images), np.concatenate(labels)
@@ -250,7 +271,8 @@ def pool_tokens(tokens: jax.Array, pool: Pool, num_prefix_tokens: int) -> jax.Ar
 class FeatureExtractor:
     """Frozen-encoder features, jit-compiled once, data-parallel over a mesh.
 
-    ``extractor(images float32[B, S, S, C]) -> float32[B, D]``: any ``B`` (padded to the fixed
+    ``extractor(images float32[B, S, S, C]) -> float32[B, D]`` (or clips ``float32[B, T, S, S,
+    3]``, spectrograms ``float32[B, T, F, 1]``): any ``B`` (padded to the fixed
     ``batch_size`` so one program serves every batch). The encoder's parameters are replicated,
     the batch is split over the mesh's data axes (default: every local device).
     """
@@ -292,14 +314,15 @@ class FeatureExtractor:
             )
         padded = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
         padded[:b] = images
-        placed = jax.device_put(padded, self._sharding)
+        sharding = self._sharding if padded.ndim == 4 else batch_sharding(self.mesh, padded.ndim)
+        placed = jax.device_put(padded, sharding)
         return np.asarray(self._features(self._state, placed))[:b]
 
 
 def extract_features(
     extractor: FeatureExtractor,
     source: RandomAccessSource,
-    image_size: int,
+    image_size: int | None,
     *,
     name: str = "features",
     log: Callable[[str], None] | None = None,

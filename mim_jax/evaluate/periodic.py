@@ -34,13 +34,17 @@ from mim_jax.train import pretrain
 METRIC = "knn_top1"
 
 
-def _resized(source, image_size: int, crop_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def _resized(source, image_size: int | None, crop_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(uint8[N, S, S, C] images, int32[N] labels) of every record of ``source``, resized and
-    centre-cropped as the evaluation transform does (normalised later, per batch)."""
+    centre-cropped as the evaluation transform does (normalised later, per batch); with
+    ``image_size=None`` the records' own float32 model inputs (video clips, spectrograms)."""
     images, labels = [], []
     for i in range(len(source)):
         record = source[i]
-        images.append(data.eval_crop(np.asarray(record["image"]), image_size, crop_fraction))
+        image = np.asarray(record["image"])
+        images.append(
+            image if image_size is None else data.eval_crop(image, image_size, crop_fraction)
+        )
         labels.append(int(record["label"]))
     return np.stack(images), np.asarray(labels, np.int32)
 
@@ -57,7 +61,7 @@ class PeriodicEvaluator:
 
     Raises:
       ValueError: the config's data has no labelled train/val splits (e.g. an unlabelled image
-        folder), or the model is not an image model.
+        folder).
     """
 
     def __init__(
@@ -99,7 +103,7 @@ class PeriodicEvaluator:
             chunk = images[start : start + self.batch_size]
             b = len(chunk)
             batch = np.zeros((self.batch_size, *chunk.shape[1:]), np.float32)
-            batch[:b] = data.normalize(chunk)
+            batch[:b] = chunk if self.image_size is None else data.normalize(chunk)
             out.append(np.asarray(self._features(state.params, state.constants, batch))[:b])
         return np.concatenate(out)
 

@@ -17,7 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mim_jax.core.reconstruction import reconstruction_fn, save_reconstructions
+from mim_jax.core.reconstruction import (
+    reconstruction_fn,
+    reconstruction_title,
+    save_reconstructions,
+)
 from mim_jax.core.workdir import Pretrained
 from mim_jax.masking import MaskSpec
 
@@ -30,6 +34,7 @@ def reconstruction_figures(
     out_dir: str,
     *,
     seed: int = 0,
+    step: int | None = None,
 ) -> dict[str, Any]:
     """Writes ``out_dir/recon_<mask>_r<ratio>.png`` for each mask name; returns paths and losses.
 
@@ -40,6 +45,7 @@ def reconstruction_figures(
       mask_ratio: fraction of patches masked.
       out_dir: folder for the PNGs (created).
       seed: the masks' key.
+      step: the checkpoint's step, for the pictures' titles.
 
     Raises:
       ValueError: a CrossMAE run (it does not decode every patch), or an unknown mask name or a
@@ -69,8 +75,17 @@ def reconstruction_figures(
             key, batch_size=images.shape[0], grid=model.config.tokens.grid, mask_ratio=mask_ratio
         )
         pictures = recon(params, constants, images, drawn)
+        loss = float(loss_fn(params, constants, images, drawn))
+        grid = model.config.tokens.grid
+        n = int(np.prod(grid))
+        title = reconstruction_title(
+            name, mask_ratio, step, loss, "masked-patch loss", (n - drawn.keep.shape[-1], n)
+        )
+        mask = np.asarray(drawn.mask).reshape(-1, *grid) if len(grid) == 2 else None
         path = os.path.join(out_dir, f"recon_{name}_r{mask_ratio:g}.png")
-        save_reconstructions(path, *(np.asarray(p) for p in pictures), max_rows=len(images))
+        save_reconstructions(
+            path, *(np.asarray(p) for p in pictures), max_rows=len(images), mask=mask, title=title
+        )
         out["figures"][name] = path
-        out["loss"][name] = float(loss_fn(params, constants, images, drawn))
+        out["loss"][name] = loss
     return out

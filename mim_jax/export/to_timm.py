@@ -51,15 +51,31 @@ def mlp_ratio(width: int, mlp_dim: int) -> float:
 
 
 def architecture(encoder: ViTEncoder) -> str:
-    """timm's registered name for the encoder's size, else ``vit_base_patch16_224`` (model_args
-    then carry every difference)."""
+    """timm's registered name for the encoder's size; for other sizes, the factory of the
+    standard size nearest in width (``model_args`` then carry every difference, and
+    :func:`model_description` says what the model really is)."""
     cfg = encoder.config
     tokens = encoder.tokens
     size = next((n for n, s in VIT_SIZES.items() if s == cfg), None)
     side = tokens.grid[0] * tokens.patch[0]
     square = tokens.grid[0] == tokens.grid[1] and tokens.patch[0] == tokens.patch[1]
     name = _TIMM_NAMES.get((size, tokens.patch[0], side)) if square else None
-    return name or "vit_base_patch16_224"
+    if name is not None:
+        return name
+    nearest = min(_TIMM_NAMES, key=lambda k: abs(math.log(VIT_SIZES[k[0]].width / cfg.width)))
+    return _TIMM_NAMES[nearest]
+
+
+def model_description(encoder: ViTEncoder) -> str:
+    """One line naming the exported model's real shape, e.g. ``ViT: width 64, depth 4, ...``."""
+    cfg, tokens = encoder.config, encoder.tokens
+    grid = "x".join(str(g * p) for g, p in zip(tokens.grid, tokens.patch, strict=True))
+    patch = "x".join(str(p) for p in tokens.patch)
+    return (
+        f"ViT: width {cfg.width}, depth {cfg.depth}, {cfg.num_heads} heads, MLP {cfg.mlp_dim}, "
+        f"{patch} patches on {grid} inputs with {tokens.channels} channels (timm builds it with "
+        f"the '{architecture(encoder)}' factory and model_args)"
+    )
 
 
 def timm_model_args(encoder: ViTEncoder, head: ClassifierHead | None = None) -> dict[str, Any]:
@@ -114,6 +130,7 @@ def timm_config(encoder: ViTEncoder, head: ClassifierHead | None = None) -> dict
     image = [g * p for g, p in zip(tokens.grid, tokens.patch, strict=True)]
     return {
         "architecture": architecture(encoder),
+        "model_description": model_description(encoder),
         "num_classes": args["num_classes"],
         "num_features": encoder.config.width,
         "global_pool": args["global_pool"],

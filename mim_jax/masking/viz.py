@@ -3,8 +3,9 @@
 Figures are drawn with matplotlib's object API and written straight to PNG, so importing this
 module leaves pyplot's backend (for example a notebook's inline plots) alone.
 
-``python -m mim_jax.masking.viz --out masks.png`` draws a row of samples per strategy.
-Visible patches are light, masked patches dark.
+``python -m mim_jax.masking.viz --out masks.png`` draws a row of samples per strategy, every
+strategy at the same mask ratio (stated in the title). Visible patches are light, masked patches
+dark; the figure's legend says so.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from mim_jax.masking.core import Masks
+from mim_jax.masking.core import Masks, num_masked
 from mim_jax.masking.registry import get
 
 VISIBLE_SHADE, MASKED_SHADE = 0.95, 0.2
@@ -106,6 +108,48 @@ def render_masked_image(
     return str(path)
 
 
+def shade_legend() -> list[Patch]:
+    """Legend handles for :func:`mask_images` pictures: a light and a dark square."""
+    edge = {"edgecolor": "0.5", "linewidth": 0.8}
+    return [
+        Patch(facecolor=str(VISIBLE_SHADE), label="visible (fed to the encoder)", **edge),
+        Patch(facecolor=str(MASKED_SHADE), label="masked (to reconstruct)", **edge),
+    ]
+
+
+def gallery_figure(
+    seed: int = 0,
+    grid: tuple[int, int] = (14, 14),
+    mask_ratio: float = 0.75,
+    samples: int = 6,
+) -> Figure:
+    """One row of ``samples`` masks per strategy in ``GALLERY``, all at ``mask_ratio``.
+
+    The title states the grid, the ratio and the exact masked count (the same for every
+    strategy and sample); a legend tells visible from masked.
+    """
+    key = jax.random.key(seed)
+    n = int(np.prod(grid))
+    fig = Figure(figsize=(1.2 * samples + 1.2, 1.2 * len(GALLERY) + 0.9))
+    axes = fig.subplots(len(GALLERY), samples, squeeze=False)
+    for row, (label, name, options) in enumerate(GALLERY):
+        masks = get(name, **options)(key, batch_size=samples, grid=grid, mask_ratio=mask_ratio)
+        for col, image in enumerate(mask_images(masks, grid)):
+            ax = axes[row, col]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
+    fig.suptitle(
+        f"{grid[0]}x{grid[1]} patches, mask ratio {mask_ratio:g}: every strategy masks "
+        f"{num_masked(n, mask_ratio)} of {n}",
+        fontsize=11,
+    )
+    fig.legend(handles=shade_legend(), loc="lower center", ncol=2, frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
 def render_gallery(
     path: str | os.PathLike,
     seed: int = 0,
@@ -113,21 +157,8 @@ def render_gallery(
     mask_ratio: float = 0.75,
     samples: int = 6,
 ) -> str:
-    """One row of ``samples`` masks per strategy in ``GALLERY``; returns the path."""
-    key = jax.random.key(seed)
-    fig = Figure(figsize=(1.2 * samples + 1.2, 1.2 * len(GALLERY)))
-    axes = fig.subplots(len(GALLERY), samples, squeeze=False)
-    for row, (label, name, options) in enumerate(GALLERY):
-        ratio = 0.4 if name == "block" else mask_ratio  # BEiT's recipe masks ~40%
-        masks = get(name, **options)(key, batch_size=samples, grid=grid, mask_ratio=ratio)
-        for col, image in enumerate(mask_images(masks, grid)):
-            ax = axes[row, col]
-            ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    """Writes :func:`gallery_figure` to ``path`` as PNG; returns the path."""
+    gallery_figure(seed, grid, mask_ratio, samples).savefig(path, dpi=100)
     return str(path)
 
 

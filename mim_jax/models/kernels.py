@@ -1,4 +1,4 @@
-"""Pure functions with hand-written backward passes for the transformer's non-matmul work.
+"""Pure functions with hand-written backward passes for the transformer's layers.
 
 Why: differentiating LayerNorm, exact GELU and softmax attention op by op makes XLA keep several
 full-size intermediates for the backward pass (on XLA:CPU even the LayerNorm scale broadcast to
@@ -8,8 +8,18 @@ one expression. On XLA:CPU this cut the ViT-Tiny/16 MAE train step (b32, 224 px)
 fifth; see ``python -m mim_jax.bench train-step``. The values and gradients equal the plain
 autodiff versions to float32 rounding (tests/test_kernels.py).
 
-All three compute in float32 whatever the input dtype (bfloat16 compute included), as
-``torch.nn.LayerNorm`` / ``F.gelu`` / SDPA do under autocast.
+LayerNorm, GELU and the softmax compute in float32 whatever the input dtype (bfloat16 compute
+included), as ``torch.nn.LayerNorm`` / ``F.gelu`` / SDPA do under autocast.
+
+Mixed precision (``linear`` and ``attention``): every product takes its operands in the compute
+dtype and accumulates into float32 (``preferred_element_type``), and only then is the result cast
+back to the compute dtype. On XLA:CPU a bfloat16 x bfloat16 -> bfloat16 dot is lowered as
+"convert both operands to float32, float32 dot, convert back", i.e. slower than float32; the
+bfloat16 x bfloat16 -> float32 form runs as a native bfloat16 matmul (about 1.7x the float32 rate
+of a 2048^3 product on a Zen 4 core with AVX512-BF16). Plain autodiff of such a dot would give
+float32 cotangents and float32 backward products, so ``linear`` has its own backward: both of its
+products take the bfloat16 cotangent, and the weight gradient is accumulated in float32 and
+returned in the parameter's dtype (float32 master weights).
 """
 
 from __future__ import annotations
@@ -23,6 +33,61 @@ from jax import lax
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+# ------------------------------------------------------------------------------------- linear
+def _contract(a: jax.Array, b: jax.Array, a_axes, b_axes) -> jax.Array:
+    """``a`` . ``b`` over the given axes, float32 accumulation and result."""
+    dims = ((tuple(a_axes), tuple(b_axes)), ((), ()))
+    return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """``x @ kernel + bias`` computed in ``dtype`` with float32 accumulation.
+
+    Args:
+      x: [R, *I] rows (the contracted feature axes last), any float dtype.
+      kernel: [*I, *O] weights, usually float32 master weights.
+      bias: [*O].
+      dtype: compute dtype (float32 or bfloat16), a hashable ``jnp.dtype``.
+
+    Returns:
+      [R, *O] in ``dtype``: ``x`` and ``kernel`` are cast to ``dtype``, multiplied with float32
+      accumulation, the bias is added in float32, and the sum is cast to ``dtype`` once. The
+      backward pass keeps the cast operands and computes ``dx`` and ``dkernel`` from the
+      ``dtype`` cotangent with float32 accumulation; ``dkernel`` and ``dbias`` come back in the
+      parameters' dtypes, ``dx`` in ``x``'s.
+    """
+    return _linear_fwd(x, kernel, bias, dtype)[0]
+
+
+def _linear_fwd(x, kernel, bias, dtype):
+    n_in = kernel.ndim - bias.ndim
+    x_c, kernel_c = x.astype(dtype), kernel.astype(dtype)
+    out = _contract(x_c, kernel_c, range(1, n_in + 1), range(n_in))
+    out = (out + bias.astype(jnp.float32)).astype(dtype)
+    # kernel and bias are the parameters themselves (alive anyway), kept for their dtypes; an
+    # empty array carries x's dtype (residuals must be arrays).
+    return out, (x_c, kernel_c, jnp.zeros((0,), x.dtype), kernel, bias)
+
+
+def _linear_bwd(dtype, residuals, grad):
+    x_c, kernel_c, x_like, kernel, bias = residuals
+    n_in, n_out = kernel.ndim - bias.ndim, bias.ndim
+    grad = grad.astype(dtype)
+    out_axes = range(1, n_out + 1)
+    d_x = _contract(grad, kernel_c, out_axes, range(n_in, n_in + n_out))
+    # Rows flattened to [R, prod(I)] x [R, prod(O)]: XLA:CPU has no bfloat16 -> float32 kernel
+    # for this (contract the rows) form with several feature axes and fails at run time.
+    rows = x_c.shape[0]
+    d_kernel = _contract(x_c.reshape(rows, -1), grad.reshape(rows, -1), (0,), (0,))
+    d_kernel = d_kernel.reshape(kernel.shape)
+    d_bias = jnp.sum(grad.astype(jnp.float32), axis=0)
+    return d_x.astype(x_like.dtype), d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype)
+
+
+linear.defvjp(_linear_fwd, _linear_bwd)
 
 
 # ---------------------------------------------------------------------------------- LayerNorm
@@ -120,8 +185,9 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
       q: [B, H, Lq, hd]; k, v: [B, H, Lk, hd]; one float dtype.
 
     Returns:
-      [B, H, Lq, hd] in the input dtype. Logits and softmax are float32; the probabilities are
-      cast to the input dtype for the second product and kept for the backward pass, which uses
+      [B, H, Lq, hd] in the input dtype. Every product accumulates in float32; logits and
+      softmax are float32; the probabilities are cast to the input dtype for the second product
+      and kept for the backward pass, which uses
       ``dS = P * (dP - rowsum(dO * O))`` (the flash-attention identity) instead of
       differentiating the softmax op by op, and feeds every batched product in the
       ``[.., M, K] x [.., K, N]`` / ``[.., M, K] x [.., N, K]`` forms XLA:CPU runs fastest.
@@ -129,23 +195,29 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     return _attention_fwd(q, k, v)[0]
 
 
+def _product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """``einsum(spec, a, b)`` with float32 accumulation, cast back to ``a``'s dtype."""
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(a.dtype)
+
+
 def _attention_fwd(q, k, v):
     scale = q.shape[-1] ** -0.5
     logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
     probs = jax.nn.softmax(logits * scale, axis=-1).astype(q.dtype)
-    out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
+    out = _product("bhqk,bhkd->bhqd", probs, v)
     return out, (q, k, v, probs, out)
 
 
 def _attention_bwd(residuals, d_out):
     q, k, v, probs, out = residuals
     scale = q.shape[-1] ** -0.5
-    d_v = jnp.einsum("bhkq,bhqd->bhkd", probs.transpose(0, 1, 3, 2), d_out)
+    d_out = d_out.astype(q.dtype)
+    d_v = _product("bhkq,bhqd->bhkd", probs.transpose(0, 1, 3, 2), d_out)
     d_probs = jnp.einsum("bhqd,bhkd->bhqk", d_out, v, preferred_element_type=jnp.float32)
     row = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
     d_logits = (probs.astype(jnp.float32) * (d_probs - row) * scale).astype(q.dtype)
-    d_q = jnp.einsum("bhqk,bhkd->bhqd", d_logits, k)
-    d_k = jnp.einsum("bhkq,bhqd->bhkd", d_logits.transpose(0, 1, 3, 2), q)
+    d_q = _product("bhqk,bhkd->bhqd", d_logits, k)
+    d_k = _product("bhkq,bhqd->bhkd", d_logits.transpose(0, 1, 3, 2), q)
     return d_q, d_k, d_v
 
 

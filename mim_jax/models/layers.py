@@ -8,12 +8,15 @@ Conventions (all modules here):
   :mod:`mim_jax.models.sharding_rules`). Values are sharded at creation only when a mesh is active
   (flax's eager sharding); without a mesh, modules build on one device and the names stay as
   metadata for ``nnx.get_partition_spec``.
-- Linear layers are ``nnx.LinearGeneral`` with xavier-uniform init on the flat [in, out] view and
-  zero bias, as MAE's ``_init_weights`` (the fused qkv kernel [D, 3, H, hd] is initialised as the
-  reference's [D, 3D] ``nn.Linear``; ``kernel.reshape(D, 3*D).T`` is timm's ``qkv.weight``).
+- Linear layers are :class:`Dense` (an ``nnx.LinearGeneral`` with the same parameters whose
+  product is :func:`mim_jax.models.kernels.linear`) with xavier-uniform init on the flat
+  [in, out] view and zero bias, as MAE's ``_init_weights`` (the fused qkv kernel [D, 3, H, hd]
+  is initialised as the reference's [D, 3D] ``nn.Linear``; ``kernel.reshape(D, 3*D).T`` is
+  timm's ``qkv.weight``).
 - LayerNorm eps 1e-6 with two-pass variance, as ``torch.nn.LayerNorm(eps=1e-6)`` in MAE.
-- LayerNorm, GELU and (on CPU) attention differentiate through the hand-written backward passes
-  of :mod:`mim_jax.models.kernels`.
+- Dense layers, LayerNorm, GELU and (on CPU) attention differentiate through the hand-written
+  backward passes of :mod:`mim_jax.models.kernels`. In bfloat16 every product takes bfloat16
+  operands and accumulates in float32, forward and backward (see that module for why).
 """
 
 from __future__ import annotations
@@ -71,6 +74,40 @@ def token_param(width: int, param_dtype: Dtype, rngs: nnx.Rngs) -> nnx.Param:
     return nnx.Param(init(rngs.params(), (1, 1, width), param_dtype))
 
 
+class Dense(nnx.LinearGeneral):
+    """``nnx.LinearGeneral`` (same parameters, init and metadata) computed by
+    :func:`mim_jax.models.kernels.linear`.
+
+    ``[..., *in_features]`` (the contracted axes last) -> ``[..., *out_features]`` in ``dtype``:
+    inputs and kernel cast to ``dtype``, float32 accumulation and bias add, one cast of the
+    result; the gradients of the (float32) parameters are accumulated in float32. The leading
+    axes are flattened into rows, so every product is one 2-D matmul (on XLA:CPU the backward
+    of 3-D dots adds layout copies).
+    """
+
+    def __call__(self, inputs: jax.Array, out_sharding: Any = None) -> jax.Array:
+        n_in = len(self.in_features)
+        axes = tuple(a % inputs.ndim for a in self.axis)
+        if self.batch_axis or axes != tuple(range(inputs.ndim - n_in, inputs.ndim)):
+            raise ValueError(
+                f"Dense contracts its last {n_in} input axes without batch axes; got axis="
+                f"{self.axis}, batch_axis={dict(self.batch_axis)} for input shape {inputs.shape}."
+            )
+        if out_sharding is not None:
+            raise ValueError("Dense does not take out_sharding (its output follows the rows).")
+        chex.assert_equal(inputs.shape[inputs.ndim - n_in :], self.in_features)
+        kernel = self.kernel[...]
+        if self.bias is not None:
+            bias = self.bias[...]
+        else:
+            bias = jnp.zeros(self.out_features, kernel.dtype)
+        dtype = jnp.dtype(self.dtype or jnp.result_type(inputs, kernel))
+        lead = inputs.shape[: inputs.ndim - n_in]
+        rows = inputs.reshape(-1, *self.in_features).astype(dtype)
+        out = kernels.linear(rows, kernel, bias, dtype)
+        return out.reshape(*lead, *self.out_features)
+
+
 def dense(
     in_features: int | Sequence[int],
     out_features: int | Sequence[int],
@@ -81,8 +118,8 @@ def dense(
     rngs: nnx.Rngs,
     axis: int | Sequence[int] = -1,
     use_bias: bool = True,
-) -> nnx.LinearGeneral:
-    """LinearGeneral with xavier-uniform (flat view) kernel, zero bias and logical axis names.
+) -> Dense:
+    """:class:`Dense` with xavier-uniform (flat view) kernel, zero bias and logical axis names.
 
     Args:
       in_features, out_features: sizes (ints or tuples); kernel shape is in + out.
@@ -90,7 +127,7 @@ def dense(
       axis: input axes contracted (default the last).
     """
     n_out = 1 if isinstance(out_features, int) else len(out_features)
-    return nnx.LinearGeneral(
+    return Dense(
         in_features,
         out_features,
         axis=axis,
@@ -206,12 +243,12 @@ class SelfAttention(nnx.Module):
         b, length, width = x.shape
         num_queries = queries.shape[1]
         kernel, bias = self.qkv.kernel[...], self.qkv.bias[...]  # [D, 3, H, hd], [3, H, hd]
-        dtype = self.qkv.dtype or x.dtype
-        kernel, bias = kernel.astype(dtype), bias.astype(dtype)
+        dtype = jnp.dtype(self.qkv.dtype or x.dtype)
         rows = queries.reshape(b * num_queries, width).astype(dtype)
-        q = jnp.einsum("nd,dhk->nhk", rows, kernel[:, 0]) + bias[0]
-        kv = jnp.einsum("nd,dshk->nshk", x.reshape(b * length, width).astype(dtype), kernel[:, 1:])
-        kv = (kv + bias[1:]).reshape(b, length, *kv.shape[1:])
+        q = kernels.linear(rows, kernel[:, 0], bias[0], dtype)  # [B*Q, H, hd]
+        kv = kernels.linear(
+            x.reshape(b * length, width).astype(dtype), kernel[:, 1:], bias[1:], dtype
+        ).reshape(b, length, 2, *q.shape[1:])
         out = _attend(q.reshape(b, num_queries, *q.shape[1:]), kv[:, :, 0], kv[:, :, 1])
         return self._project_out(out)
 

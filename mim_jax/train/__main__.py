@@ -5,16 +5,19 @@ stops (with a checkpoint) after N steps of this invocation, e.g. to fit a job's 
 
 Multi-process runs (TPU pod slices, SLURM jobs, several local processes) run the same command in
 every process; ``--distributed`` and ``--coordinator/--num-processes/--process-id`` say how the
-processes find each other (see :mod:`mim_jax.core.distributed`). The workdir must be a path every
-process sees: a shared disk, or a bucket mounted on every host (gcsfuse); the loop writes through
-the local filesystem API, so a bare gs:// URL does not work.
+processes find each other (see :mod:`mim_jax.core.distributed`). The workdir must be a place every
+process sees: a bucket URL (``gs://bucket/run``, with ``pip install 'mim_jax[gcs]'``), a shared
+disk, or a bucket mounted on every host.
+
+``--print-config`` prints the resolved config (after overrides) as JSON and exits; every run
+writes it to ``WORKDIR/config.json`` when it starts.
 
 Exit status (:mod:`mim_jax.core.errors`): 0 finished, paused or stopped by SIGTERM, also during
 start-up (rerun to resume); 1 an unexpected error; 2 bad arguments or config; 3 the loss or the
 parameters became NaN/inf; 4 another run holds the workdir; 5 the config differs from the
 checkpoint's (``--allow-config-change`` resumes anyway); 6 no usable checkpoint; 7 writing failed
 (disk full, permissions). Each failure prints one line; ``--verbose`` adds the traceback, which
-also goes to WORKDIR/error.log.
+also goes to WORKDIR/error.log (for a gs:// workdir, mim_jax_error.log in the temp folder).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import errno
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -84,7 +88,13 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     parser.add_argument("--config", required=True, help="configs/file.py[:key=value,...]")
     parser.add_argument(
-        "--workdir", required=True, help="checkpoints, metrics and pictures go here"
+        "--workdir", help="checkpoints, metrics and pictures go here (required to train)"
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (after overrides) as JSON and exit; a run also writes "
+        "it to WORKDIR/config.json",
     )
     parser.add_argument(
         "--max-steps", type=int, default=None, help="stop after this many steps (then rerun)"
@@ -103,6 +113,16 @@ def _main(argv: Sequence[str] | None) -> int:
     bad = [r for r in rest if not r.startswith("--config.")]
     if bad:
         parser.error(f"unrecognised arguments {bad}; overrides look like --config.field=value")
+    if args.print_config:
+        from mim_jax import configs
+
+        try:
+            print(configs.to_json(configs.load(args.config, [r[2:] for r in rest])), end="")
+        except ValueError as err:
+            parser.exit(2, f"error: {err}\n")
+        return 0
+    if not args.workdir:
+        parser.error("the following arguments are required: --workdir")
     if args.max_steps is not None and args.max_steps < 1:
         parser.error(f"--max-steps must be >= 1, got {args.max_steps}")
 
@@ -150,8 +170,9 @@ def _quiet_library_logs(workdir: str):
     # absl: Orbax's log; asyncio: "Task exception was never retrieved" for each aborted write.
     loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
     try:
-        os.makedirs(workdir, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(os.path.join(workdir, "error.log"))
+        path = _error_log(workdir)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(path)
     except OSError:
         handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -217,6 +238,15 @@ class _TracebacksTo:
         return getattr(self._stream, name)
 
 
+def _error_log(workdir: str) -> str:
+    """WORKDIR/error.log; for a bucket workdir (no appends there) a local file in the temp dir."""
+    from mim_jax.core import paths
+
+    if paths.is_url(workdir):
+        return os.path.join(tempfile.gettempdir(), "mim_jax_error.log")
+    return os.path.join(workdir, "error.log")
+
+
 def _classify(err: Exception) -> tuple[int, str]:
     """The exit code and the one-line message for a failure (see the module docstring)."""
     if isinstance(err, RunError):
@@ -234,7 +264,7 @@ def _log_traceback(workdir: str, verbose: bool, code: int) -> None:
     text = traceback.format_exc()
     if verbose:
         print(text, file=sys.stderr, end="", flush=True)
-    path = os.path.join(workdir, "error.log")
+    path = _error_log(workdir)
     try:
         with open(path, "a", encoding="utf-8") as f:
             f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} exit {code}\n{text}")

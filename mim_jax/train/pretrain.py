@@ -23,9 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from mim_jax import configs, data, masking, models
+from mim_jax.core import paths
 from mim_jax.core.loop import Hook, Job, RunResult, run_job
 from mim_jax.core.optimizer import make_optimizer, optimizer_config, steps_per_epoch
-from mim_jax.core.reconstruction import reconstruction_fn, save_reconstructions
+from mim_jax.core.reconstruction import (
+    reconstruction_fn,
+    reconstruction_title,
+    save_reconstructions,
+)
 from mim_jax.core.sharding import make_mesh
 from mim_jax.core.state import StateLayout
 from mim_jax.train.step import CompiledStep, compile_train_step
@@ -36,15 +41,31 @@ RECON_IMAGES = 8
 
 
 def build_source(config) -> Any:
-    """The training source of a run config (``config.data`` at the model's size)."""
+    """The training source of a run config (``config.data`` at the model's size and frames)."""
     return data.build_source(
-        config.data, image_size=config.model.image_size, channels=config.model.channels
+        config.data,
+        image_size=config.model.image_size,
+        channels=config.model.channels,
+        num_frames=config.model.get("num_frames"),
     )
+
+
+def model_inputs(config, source, count: int) -> np.ndarray:
+    """The deterministic model inputs of the source's first ``count`` records: images through
+    ``data.eval_transform`` (float32[B, S, S, C]), or a video / audio source's own evaluation
+    view (float32[B, T, S, S, 3] clips, float32[B, T, F, 1] spectrograms)."""
+    records = [source[i]["image"] for i in range(count)]
+    if hasattr(source, "grain_parts"):  # decoded media records are model-ready
+        return np.stack(records).astype(np.float32)
+    side = data.square_side(config.model.image_size)
+    # The whole image (crop fraction 1): the pictures show what the model is trained on.
+    return np.stack([data.eval_transform(np.asarray(r), side, crop_fraction=1.0) for r in records])
 
 
 # Fields a compiled step does not depend on: runs differing only in these share one step.
 NOT_COMPILED = ("mask", "mask_options", "seed", "log_every", "checkpoint_every",
-                "keep_checkpoints", "recon_every", "eval_every")  # fmt: skip
+                "keep_checkpoints", "recon_every", "eval_every",
+                "log_all_processes", "wandb")  # fmt: skip
 
 
 def step_signature(config) -> str:
@@ -80,19 +101,14 @@ def compile_step(
 
 
 def reconstruction_hook(config, layout: StateLayout, source, workdir: str) -> Hook | None:
-    """PNGs of (original | masked | reconstruction) of the source's first images, every
-    ``config.recon_every`` steps and at the end (MAE decoder only; None otherwise)."""
+    """PNGs of (original | masked | reconstruction) of the source's first images (of a video's
+    middle frame), every ``config.recon_every`` steps and at the end (MAE decoder only; None
+    otherwise)."""
     model_config = models.mae_config(**models.mae_kwargs(config))
-    if model_config.decoder.kind != "mae" or len(model_config.tokens.grid) != 2:
+    if model_config.decoder.kind != "mae" or len(model_config.tokens.grid) not in (2, 3):
         return None
     count = min(RECON_IMAGES, len(source))
-    side = data.square_side(config.model.image_size)
-    images = np.stack(
-        [
-            data.eval_transform(np.asarray(source[i]["image"]), side, crop_fraction=1.0)
-            for i in range(count)
-        ]
-    )
+    images = model_inputs(config, source, count)
     recon = _recon_fn(layout.graphdef)
     spec = masking.mask_spec_from_config(config)
     key = jax.random.fold_in(jax.random.key(config.seed), 2**32 - 1)  # no training step uses it
@@ -100,11 +116,32 @@ def reconstruction_hook(config, layout: StateLayout, source, workdir: str) -> Ho
         key, batch_size=count, grid=model_config.tokens.grid, mask_ratio=spec.ratio
     )
 
+    grid = model_config.tokens.grid
+    n = int(np.prod(grid))
+    mask = np.asarray(masks.mask).reshape(-1, *grid)
+    pixel_mask = np.kron(mask, np.ones(model_config.tokens.patch, bool))[..., None]
+
     def write(state, step: int) -> None:
-        pictures = recon(state.params, state.constants, jnp.asarray(images), masks)
+        original, masked, recon_images = (
+            np.asarray(p) for p in recon(state.params, state.constants, jnp.asarray(images), masks)
+        )
+        # Masked-patch MSE of the pictured images in input units (the training loss when
+        # norm_pix_loss is off), so the title says how good what is shown is.
+        squared = np.broadcast_to(pixel_mask, original.shape) * (recon_images - original) ** 2
+        mse = float(squared.sum() / (pixel_mask.sum() * original.shape[-1]))
+        title = reconstruction_title(
+            spec.name, spec.ratio, step, mse, "masked-patch MSE", (n - masks.keep.shape[-1], n)
+        )
+        shown_mask = mask
+        if original.ndim == 5:  # clips [B, T, H, W, C]: the middle frame of each
+            middle = original.shape[1] // 2
+            original, masked, recon_images = (
+                p[:, middle] for p in (original, masked, recon_images)
+            )
+            shown_mask = mask[:, middle // model_config.tokens.patch[0]]
         if jax.process_index() == 0:
-            path = os.path.join(workdir, "reconstructions", f"step_{step:06d}.png")
-            save_reconstructions(path, *(np.asarray(p) for p in pictures))
+            path = paths.join(workdir, "reconstructions", f"step_{step:06d}.png")
+            save_reconstructions(path, original, masked, recon_images, mask=shown_mask, title=title)
 
     return Hook("reconstructions", write, every=int(config.recon_every or 0), at_finish=True)
 
@@ -151,15 +188,18 @@ def run(
         initial_state = compiled.init_state(
             models.mae_model(rngs=config.seed, **models.mae_kwargs(config))
         )
+    media = hasattr(source, "grain_parts")  # video/audio records bring their own geometry
     iterator = data.make_pipeline(
         source,
         batch_size=config.batch_size // process_count,
-        image_size=data.square_side(config.model.image_size),
+        image_size=None if media else data.square_side(config.model.image_size),
         seed=config.seed,
         process_index=process_index,
         process_count=process_count,
+        scale=tuple(config.data.get("crop_scale", (0.2, 1.0))),
     )
-    os.makedirs(workdir, exist_ok=True)
+    workdir = os.fspath(workdir)  # a path or a URL: files go through mim_jax.core.paths
+    paths.makedirs(workdir)
     hooks = [reconstruction_hook(config, compiled.layout, source, workdir)]
     hooks += list(make_hooks(compiled.layout)) if make_hooks else []
     start = (
@@ -193,6 +233,7 @@ def _skipped_note(source) -> list[str]:
     if not skipped:
         return []
     return [
-        f"skipped {len(skipped)} unreadable image(s), each replaced by the next readable one: "
+        f"skipped {len(skipped)} unreadable {getattr(source, 'what', 'image')}(s), each replaced "
+        "by the next readable one: "
         + "; ".join(f"{path} ({error})" for path, error in list(skipped.items())[:10])
     ]

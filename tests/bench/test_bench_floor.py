@@ -35,11 +35,12 @@ def test_crossmae_is_refused_with_the_reason():
         step_matmuls(config, batch_size=2, mask_ratio=0.75)
 
 
-def test_floor_command_prints_a_line_per_framework():
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_floor_command_prints_a_line_per_framework(dtype):
     args = [
         "floor", "--model", "vit_tiny", "--image-size", "32", "--patch-size", "8",
         "--batch-size", "4", "--decoder-width", "32", "--decoder-depth", "2",
-        "--decoder-heads", "2", "--repeats", "1",
+        "--decoder-heads", "2", "--repeats", "1", "--dtype", dtype,
     ]  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "mim_jax.bench", *args], capture_output=True, text=True, timeout=300
@@ -47,6 +48,7 @@ def test_floor_command_prints_a_line_per_framework():
     assert done.returncode == 0, done.stderr
     (line,) = [json.loads(text) for text in done.stdout.strip().splitlines()]
     assert line["what"] == "matmul_floor" and line["framework"] == "jax"
+    assert line["dtype"] == dtype
     config = models.mae_config(
         "vit_tiny", image_size=32, patch_size=8, decoder_width=32, decoder_depth=2,
         decoder_num_heads=2,

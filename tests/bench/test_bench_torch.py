@@ -90,6 +90,16 @@ def test_measured_matmul_rate_is_reported_only_when_asked():
     assert 1e-3 < rate < 1e3  # TFLOP/s of one thread: anything from a slow CPU to an H100
 
 
+def test_bfloat16_is_autocast_and_other_dtypes_are_refused():
+    kwargs = dict(**TINY, batch_size=2, mask_ratio=0.75, repeats=1, warmup=0, threads=1)
+    out = bench_torch.time_torch_mae_step(**kwargs, dtype="bfloat16", measure_matmul=True)
+    assert out["dtype"] == "bfloat16" and out["step_ms"] > 0
+    assert out["params"] == mae_trainable_params(**TINY)  # float32 weights, same model
+    assert 1e-3 < out["matmul_peak_tflops"] < 1e3
+    with pytest.raises(ValueError, match=r"float32.*bfloat16"):
+        bench_torch.time_torch_mae_step(**kwargs, dtype="float16")
+
+
 def test_threads_restored():
     import torch
 

@@ -146,7 +146,6 @@ def test_tpu_dry_run_with_pip_install_and_detach():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--workdir", "gs://b/run", "configs/demo.py"], "mount the bucket"),
         (["--workdir", "/x"], "no CONFIG"),
         (["configs/demo.py"], "--workdir DIR is required"),
     ],
@@ -293,3 +292,25 @@ def test_cli_flags_parse_into_a_group():
     args = parser.parse_args(["--local-device-ids", "a"])
     with pytest.raises(ValueError, match="comma-separated ints"):
         distributed.from_args(args, env={})
+
+
+@pytest.mark.parametrize("script", ["local.sh", "tpu_pod.sh", "gpu_slurm.sh"])
+def test_launcher_help_is_the_comment_block_only(script):
+    done = subprocess.run(
+        ["bash", str(ROOT / "launch" / script), "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert f"launch/{script}" in text  # the usage line
+    assert "set -euo" not in text and "#" not in text.splitlines()[0]
+    lines = (ROOT / "launch" / script).read_text().splitlines()[1:]
+    block = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
+    assert text.splitlines() == [re.sub(r"^# ?", "", line) for line in block]
+
+
+def test_tpu_takes_a_bucket_url_workdir_and_installs_gcsfs():
+    done = sh(*TPU, "--workdir", "gs://b/run", "configs/demo.py")
+    assert done.returncode == 0, done.stderr
+    commands = [w[w.index("--command") + 1] for w in command_lines(done.stdout) if "--command" in w]
+    assert "pip install -U 'jax[tpu]' gcsfs -e ~/mim_jax" in commands[0]
+    assert "--workdir gs://b/run " in commands[1]

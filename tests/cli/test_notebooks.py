@@ -22,7 +22,12 @@ from nbclient.exceptions import CellExecutionError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
-TESTED = {"masking_explorer.ipynb", "reconstruction.ipynb", "training_quickstart.ipynb"}
+TESTED = {
+    "masking_explorer.ipynb",
+    "media_masks.ipynb",
+    "reconstruction.ipynb",
+    "training_quickstart.ipynb",
+}
 
 PREFIX_MARKER = "kernel sys.prefix: "
 RECON_STRATEGIES = (
@@ -129,6 +134,26 @@ def test_masking_explorer(monkeypatch: pytest.MonkeyPatch) -> None:
     # Spectrograms: the default color_tf clusters are longer in time than in frequency.
     extent = re.search(r"color_tf \(default sigmas\).*extent ([\d.]+) \(time\) x ([\d.]+)", text)
     assert extent and float(extent.group(1)) > float(extent.group(2)), text
+
+
+def test_media_masks(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("av")
+    pytest.importorskip("soundfile")
+    nb = execute("media_masks.ipynb", monkeypatch)
+    assert _figures(nb) == 2
+    text = _text(nb)
+    assert "decoded clip (16, 64, 64, 3) float32" in text, text
+    assert "fbank (256, 128) float32" in text, text
+    # tube keeps the same 16 patches in each of the 8 tubelet slices; color3d only 128 per clip.
+    assert (
+        "tube: 128 of 512 patches visible; per tubelet slice [16, 16, 16, 16, 16, 16, 16, 16]"
+        in text
+    )
+    color3d = re.search(
+        r"color3d: 128 of 512 patches visible; per tubelet slice \[([\d, ]+)\]", text
+    )
+    assert color3d and len(set(color3d.group(1).split(", "))) > 1, text
+    assert "color_tf: 26 of 128 patches visible" in text, text
 
 
 @pytest.fixture(scope="module")

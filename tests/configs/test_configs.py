@@ -33,6 +33,10 @@ CASES = [
     ("configs/video_color3d.py:color=red,ratio=0.75", 8),
     ("configs/audio_color_tf.py", 8),
     ("configs/audio_color_tf.py:mask=random", 8),
+    ("configs/video_demo.py:path=clips", 8),
+    ("configs/video_demo.py:path=clips,mask=color3d,ratio=0.8", 8),
+    ("configs/audio_demo.py:path=sounds", 8),
+    ("configs/audio_demo.py:path=sounds,mask=random", 8),
 ]
 
 
@@ -44,6 +48,8 @@ def test_every_shipped_config_is_covered():
         "videomae_tube",
         "video_color3d",
         "audio_color_tf",
+        "video_demo",
+        "audio_demo",
     }
     covered = {spec.split("/")[-1].split(".py")[0].split(":")[0] for spec, _ in CASES}
     assert covered == set(SHIPPED)

@@ -182,6 +182,23 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert all(p in text for p in ("linear", "knn", "finetune", "reconstruct")), text
 
 
+def test_one_seed_has_no_spread_and_a_config_run_writes_under_out():
+    import argparse
+
+    from mim_jax.evaluate.cli import _out_dir
+
+    records = [
+        {"strategy": "green", "seed": 0, "linear_top1": 0.9, "knn_top1": 0.8},
+        {"strategy": "red", "seed": 0, "linear_top1": 0.9, "knn_top1": 0.7},
+        {"strategy": "red", "seed": 1, "linear_top1": 0.8, "knn_top1": 0.7},
+    ]
+    rows = markdown_table(records).splitlines()[2:]
+    assert rows[0] == "| green | 90.0 | 80.0 | 1 |"  # no "± 0.0" for one run
+    assert rows[1] == "| red | 85.0 ± 7.1 | 70.0 ± 0.0 | 2 |"
+    args = argparse.Namespace(out=None, checkpoint=None, config="configs/demo.py:steps=5")
+    assert _out_dir(args) == os.path.join("out", "eval", "random_init_demo")
+
+
 def _finetune_cmd(out: str) -> list[str]:
     """A fine-tuning job of the demo model at random init: 40 steps of 64 images."""
     return [

@@ -475,3 +475,19 @@ def test_cli_init_run_then_exports_of_the_run_and_a_fine_tuned_classifier(
             main([*argv, "--out", str(tmp_path / "x")])
         assert exit_info.value.code == 2
         assert re.search(message, capsys.readouterr().err), message
+
+
+def test_timm_config_names_the_model_it_holds():
+    from mim_jax.export.to_timm import timm_config
+
+    small = models.vit_encoder(
+        "vit_tiny", image_size=32, patch_size=4, width=64, depth=4, num_heads=4, mlp_dim=256
+    )
+    config = timm_config(small)
+    assert config["architecture"] == "vit_tiny_patch16_224"  # the nearest width's factory
+    assert config["model_args"]["embed_dim"] == 64 and config["model_args"]["depth"] == 4
+    assert config["model_description"].startswith("ViT: width 64, depth 4, 4 heads, MLP 256")
+    assert "4x4 patches on 32x32 inputs" in config["model_description"]
+    base = timm_config(models.vit_encoder("vit_base", depth=1))
+    assert base["architecture"] == "vit_base_patch16_224"
+    assert timm_config(models.vit_encoder("vit_base"))["architecture"] == "vit_base_patch16_224"

@@ -70,6 +70,19 @@ def test_pictures_are_written(tmp_path):
         viz.render_masks(np.zeros((2, 8), bool), (2, 2, 2), tmp_path / "x.png")
 
 
+def test_gallery_draws_every_strategy_at_the_stated_ratio_with_a_legend():
+    fig = viz.gallery_figure(grid=(14, 14), mask_ratio=0.75, samples=2)
+    assert "mask ratio 0.75" in fig._suptitle.get_text()
+    assert "147 of 196" in fig._suptitle.get_text()
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert any(label.startswith("visible") for label in labels)
+    assert any(label.startswith("masked") for label in labels)
+    drawn = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    assert len(drawn) == 2 * len(viz.GALLERY)
+    for image in drawn:  # block too: no strategy is drawn at a ratio of its own
+        assert int((np.asarray(image) == viz.MASKED_SHADE).sum()) == 147
+
+
 def run_bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mim_jax.bench", *args], capture_output=True, text=True, timeout=300
@@ -88,9 +101,19 @@ def test_bench_masks_prints_one_json_line_with_a_baseline():
         assert field in result
     assert result["what"] == "masks" and result["grid"] == [14, 14] and result["batch_size"] == 64
     assert result["masks_per_s"] > 0 and result["baseline"] == "random"
+    rounds = [line for line in done.stderr.splitlines() if line.startswith("timing round")]
+    assert rounds[-1].startswith("timing round 2/2 | target, baseline |") and "ETA" in rounds[-1]
 
 
 def test_bench_reports_bad_input_clearly():
     done = run_bench("masks", "--mask", "grid", "--grid", "15,14", "--batch-size", "8")
     assert done.returncode == 2
     assert "multiples of 2" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bench_help_keeps_its_examples_one_per_line():
+    done = run_bench("--help")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    starts = [line.strip() for line in lines if line.strip().startswith("python -m mim_jax.bench")]
+    assert len(starts) == 3  # masks, train-step and floor examples each begin a line

@@ -125,3 +125,63 @@ def test_the_cpu_attention_path_equals_jax_dot_product_attention():
     ks = jax.random.split(jax.random.key(4), 3)
     q, k, v = (jax.random.normal(key, (2, 11, 4, 8)) for key in ks)  # [B, L, H, hd]
     _close(_grads(layers._attend, q, k, v), _grads(jax.nn.dot_product_attention, q, k, v), 2e-4)
+
+
+def _reference_linear(x, kernel, bias):
+    n_in = kernel.ndim - bias.ndim
+    return jnp.tensordot(x, kernel, axes=n_in) + bias
+
+
+@settings(deadline=None, max_examples=10)
+@given(
+    rows=st.integers(1, 9),
+    fan_in=st.lists(st.integers(1, 6), min_size=1, max_size=2),
+    fan_out=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_linear_value_and_grads_match_autodiff(rows, fan_in, fan_out, seed):
+    ks = jax.random.split(jax.random.key(seed), 3)
+    x = jax.random.normal(ks[0], (rows, *fan_in))
+    kernel = jax.random.normal(ks[1], (*fan_in, *fan_out))
+    bias = jax.random.normal(ks[2], tuple(fan_out))
+    got = _grads(lambda x, k, b: kernels.linear(x, k, b, jnp.dtype(jnp.float32)), x, kernel, bias)
+    want = _grads(_reference_linear, x, kernel, bias)
+    _close(got, want, 1e-5)
+
+
+def test_linear_in_bfloat16_returns_float32_parameter_grads_close_to_float32():
+    ks = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(ks[0], (64, 48))
+    kernel = jax.random.normal(ks[1], (48, 3, 4, 8)) * 0.1
+    bias = jax.random.normal(ks[2], (3, 4, 8))
+    bf16 = jnp.dtype(jnp.bfloat16)
+    out, (d_x, d_kernel, d_bias) = _grads(
+        lambda x, k, b: kernels.linear(x, k, b, bf16), x.astype(bf16), kernel, bias
+    )
+    assert (out.dtype, d_x.dtype, d_kernel.dtype, d_bias.dtype) == (
+        bf16,
+        bf16,
+        jnp.float32,
+        jnp.float32,
+    )
+    want = _grads(_reference_linear, x, kernel, bias)
+    _close((out, d_x, d_kernel, d_bias), want, 3e-2)
+
+
+def test_dense_module_equals_linear_general_with_the_same_tree():
+    kw = dict(dtype=jnp.float32, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    ours = layers.dense((4, 8), 16, ("heads", "kv", "embed"), axis=(-2, -1), **kw)
+    stock = nnx.LinearGeneral((4, 8), 16, axis=(-2, -1), **kw)
+    stock.kernel[...] = ours.kernel[...]
+    stock.bias[...] = jax.random.normal(jax.random.key(3), (16,))
+    ours.bias[...] = stock.bias[...]
+    x = jax.random.normal(jax.random.key(1), (2, 5, 4, 8))
+
+    def run(module):
+        graphdef, params = nnx.split(module, nnx.Param)
+        return _grads(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
+
+    assert run(ours)[0].shape == (2, 5, 16)
+    _close(run(ours), run(stock), 1e-5)
+    with pytest.raises(ValueError, match="contracts its last"):
+        layers.dense(5, 16, ("embed", "mlp"), axis=1, **kw)(jnp.ones((2, 5, 3)))
