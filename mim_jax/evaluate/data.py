@@ -91,10 +91,14 @@ class EvalData:
     crop_fraction: float = data.DEFAULT_CROP_FRACTION
 
 
-def default_crop_fraction(source_kind: str, image_size: int) -> float:
-    """The evaluation crop fraction for a dataset kind: 1.0 (whole image) for the bundled digits,
-    else MAE's :func:`mim_jax.data.mae_crop_fraction` (0.875 up to 224 pixels, 1.0 above)."""
-    return 1.0 if source_kind == "digits" else data.mae_crop_fraction(image_size)
+def default_crop_fraction(source_kind: str, image_size: int | None) -> float:
+    """The evaluation crop fraction for a dataset kind: 1.0 (whole image) for the bundled digits
+    and for sources whose records are model inputs already (``image_size`` None: video clips,
+    spectrograms; they make their own evaluation view), else MAE's
+    :func:`mim_jax.data.mae_crop_fraction` (0.875 up to 224 pixels, 1.0 above)."""
+    if source_kind == "digits" or image_size is None:
+        return 1.0
+    return data.mae_crop_fraction(image_size)
 
 
 def check_crop_fraction(crop_fraction: float) -> float:

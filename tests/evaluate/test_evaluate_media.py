@@ -72,6 +72,6 @@ def test_cli_knn_on_a_media_run_and_its_random_init(tmp_path, kind, capsys):
     )
     unit = "clips" if kind == "video" else "files"
     for result in (trained, baseline):
-        assert result["data"].endswith(f"(16/8 {unit})")
+        assert result["data"].endswith(f"(16/8 {unit}, eval crop 1)")
         assert 0.0 <= result["knn_top1_k3"] <= 1.0
     assert trained["step"] == 4 and "random init" in baseline["model"]

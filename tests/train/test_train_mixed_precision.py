@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from mim_jax.train.loop import run
-from mim_jax.train.metrics import read_metrics
 
 from mim_jax import configs, masking, models
+from mim_jax.core.metrics import read_metrics
+from mim_jax.train.pretrain import run
 
 
 def _dot_generals(jaxpr) -> list:
