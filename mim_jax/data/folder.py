@@ -39,6 +39,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from mim_jax.data.readable import first_readable
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -211,22 +213,15 @@ class FolderSource:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray | int]:
-        n = len(self.paths)
-        index = int(index)
-        if not 0 <= index < n:
-            raise IndexError(f"index {index} out of range for {n} images")
-        for k in range(n):
-            i = (index + k) % n
-            path = self.paths[i]
-            if path in self.skipped:
-                continue
-            try:
-                image = _decode(path, self.channels, self.max_image_bytes)
-            except Exception as e:  # any decode failure: PIL raises many types
-                self._record_bad(path, e)
-                continue
-            return {"image": image, "label": int(self.labels[i])}
-        raise RuntimeError(f"no readable images under {self.root} ({n} unreadable)")
+        i, image = first_readable(
+            self.paths,
+            index,
+            lambda path: _decode(path, self.channels, self.max_image_bytes),
+            self.skipped,
+            self._record_bad,
+            f"images under {self.root}",
+        )
+        return {"image": image, "label": int(self.labels[i])}
 
     def __repr__(self) -> str:
         # What identifies the data, nothing that changes while reading: grain stores this repr

@@ -26,6 +26,7 @@ import grain
 import numpy as np
 
 from mim_jax.data.media_index import index_media
+from mim_jax.data.readable import first_readable
 
 logger = logging.getLogger(__name__)
 
@@ -96,22 +97,15 @@ class MediaSource:
 
     def load(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
         """``{"image": float32[...], "label": int}`` of file ``index`` (or the next readable)."""
-        n = len(self.paths)
-        index = int(index)
-        if not 0 <= index < n:
-            raise IndexError(f"index {index} out of range for {n} {self.what} files")
-        for k in range(n):
-            i = (index + k) % n
-            path = self.paths[i]
-            if path in self.skipped:
-                continue
-            try:
-                image = self.read(path, rng)
-            except Exception as e:  # decoders raise many types
-                self._record_bad(path, e)
-                continue
-            return {"image": image, "label": int(self.labels[i])}
-        raise RuntimeError(f"no readable {self.what} files in {self.root} ({n} unreadable)")
+        i, image = first_readable(
+            self.paths,
+            index,
+            lambda path: self.read(path, rng),
+            self.skipped,
+            self._record_bad,
+            f"{self.what} files in {self.root}",
+        )
+        return {"image": image, "label": int(self.labels[i])}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.load(index, None)
