@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mim_jax.core import paths
 from mim_jax.core.errors import RunError
 
 PROTOCOLS = ("linear", "knn", "finetune", "reconstruct")
@@ -313,7 +314,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from mim_jax.evaluate.jobs import job_workdir, run_classification
 
         save = args.protocol == "finetune" and not args.no_save
-        classifier_dir = os.path.join(_out_dir(args), "finetuned") if save else None
+        classifier_dir = paths.join(_out_dir(args), "finetuned") if save else None
         out = run_classification(
             job,
             pretrained,
@@ -368,11 +369,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
     result["seconds"] = round(time.perf_counter() - start, 2)
-    out_dir = _out_dir(args)
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"{args.protocol}.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
+    path = paths.join(_out_dir(args), f"{args.protocol}.json")
+    paths.write_text(path, json.dumps(result, indent=1))  # a local folder or the run's bucket
     result["result_file"] = path
     return result
 
@@ -381,7 +379,7 @@ def _out_dir(args) -> str:
     if args.out:
         return args.out
     if args.checkpoint:
-        return os.path.join(args.checkpoint, "eval" if not args.random_init else "eval_random_init")
+        return paths.join(args.checkpoint, "eval" if not args.random_init else "eval_random_init")
     # A config has no workdir: out/ (ignored by git), named after the config file.
     name = os.path.splitext(os.path.basename(args.config.split(":", 1)[0]))[0]
     return os.path.join("out", "eval", f"random_init_{name}")

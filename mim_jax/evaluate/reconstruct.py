@@ -8,7 +8,6 @@ loss of that batch is reported too.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mim_jax.core import paths
 from mim_jax.core.reconstruction import (
     reconstruction_fn,
     reconstruction_title,
@@ -43,7 +43,7 @@ def reconstruction_figures(
       images: float32[B, H, W, C] model inputs (evaluation transform), B >= 1.
       masks: registry or colour names (``random``, ``green``, ``block``, ...).
       mask_ratio: fraction of patches masked.
-      out_dir: folder for the PNGs (created).
+      out_dir: folder for the PNGs (created), a local path or a URL (:mod:`mim_jax.core.paths`).
       seed: the masks' key.
       step: the checkpoint's step, for the pictures' titles.
 
@@ -66,7 +66,7 @@ def reconstruction_figures(
         loss, _ = nnx.merge(graphdef, params, constants)(images, masks)
         return loss
 
-    os.makedirs(out_dir, exist_ok=True)
+    paths.makedirs(out_dir)
     out: dict[str, Any] = {"mask_ratio": mask_ratio, "figures": {}, "loss": {}}
     key = jax.random.key(seed)
     for name in masks:
@@ -82,7 +82,7 @@ def reconstruction_figures(
             name, mask_ratio, step, loss, "masked-patch loss", (n - drawn.keep.shape[-1], n)
         )
         mask = np.asarray(drawn.mask).reshape(-1, *grid) if len(grid) == 2 else None
-        path = os.path.join(out_dir, f"recon_{name}_r{mask_ratio:g}.png")
+        path = paths.join(out_dir, f"recon_{name}_r{mask_ratio:g}.png")
         save_reconstructions(
             path, *(np.asarray(p) for p in pictures), max_rows=len(images), mask=mask, title=title
         )

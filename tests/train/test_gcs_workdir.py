@@ -1,4 +1,5 @@
-"""The whole training loop on a gs:// workdir, offline: a local Cloud Storage emulator.
+"""The whole training loop, and then the evaluation CLI, on a gs:// workdir, offline: a local
+Cloud Storage emulator.
 
 ``gcp-storage-emulator`` serves the Cloud Storage JSON API from this process; gcsfs (config,
 metrics, TensorBoard events, pictures, via :mod:`mim_jax.core.paths`) and TensorStore (Orbax's
@@ -82,3 +83,16 @@ def test_the_loop_writes_and_resumes_a_gs_workdir(bucket, tmp_path):
         "bkt/run/reconstructions/step_000004.png",
     } <= files
     assert any(f.startswith("bkt/run/checkpoints/4/") for f in files)
+
+    # The evaluation CLI reads the run from the bucket and writes its results beside it.
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "mim_jax.evaluate", "reconstruct", "--checkpoint", "gs://bkt/run",
+         "--mask", "random", "--num-images", "4"],
+        cwd=tmp_path, env=bucket, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
+    assert json.loads(evaluated.stdout.splitlines()[-1])["step"] == 4
+    assert {"bkt/run/eval/reconstruct.json", "bkt/run/eval/recon_random_r0.75.png"} <= set(
+        fs.find("bkt/run/eval")
+    )
+    assert not any(tmp_path.iterdir())
