@@ -15,9 +15,14 @@ Parts:
   demo       ``make demo``: training time and img/s, the masked-patch MSE at step 10 and at the
              last step, kNN (k=20) and linear-probe top-1 on the 360 held-out digits, and the
              same protocols for the encoder at random init.
+  demo-eval  kNN, linear probe and fine-tuning of the demo's run (the digits recipes): the
+             README's "Demo figures" table (trains the demo first if the demo part did not).
   masks      ``bench masks`` for random and the five colours (masks/s, ratio to random).
   train-step ``bench train-step`` for ViT-Tiny and ViT-Base against transformers (needs the
              torch-export extra) and the green-mask cost.
+  bf16       ``bench train-step --dtype bfloat16 --baseline-dtype float32 --vs-torch`` (ViT-Tiny):
+             bfloat16 against its own float32 step and against transformers under autocast,
+             and the 2048^3 matmul rate in both dtypes.
   floor      ``bench floor --vs-torch`` for ViT-Tiny and ViT-Base.
   plan       ``bench plan`` for ViT-Huge on 64 devices: wall time, compile time, peak memory.
   compare    ``evaluate.compare``: the masking-strategy table (3 seeds, about 16 minutes).
@@ -138,6 +143,31 @@ def part_demo(work: Path) -> dict[str, Any]:
     }
 
 
+def part_demo_eval(work: Path) -> dict[str, Any]:
+    run = work / "demo"
+    if not (run / "checkpoints").exists():  # the demo part trains it; alone, train it here
+        sh([PY, "-m", "mim_jax.train", "--config", "configs/demo.py", "--workdir", str(run)])
+    out: dict[str, Any] = {}
+    for protocol in ("knn", "linear", "finetune"):
+        done, seconds = sh([PY, "-m", "mim_jax.evaluate", protocol, "--checkpoint", str(run),
+                            "--out", str(work / "demo_eval")])  # fmt: skip
+        out[protocol] = {**json_lines(done.stdout)[-1], "seconds": round(seconds)}
+    knn, lin, fin = out["knn"], out["linear"], out["finetune"]
+    rows = [
+        f"| kNN, k = 20 (k = 10) | {100 * knn['knn_top1_k20']:.1f} "
+        f"({100 * knn['knn_top1_k10']:.1f}) | {100 * knn['knn_top5_k20']:.1f} |",
+        f"| linear probe, {lin['epochs']} epochs (every batch encoded on the training loop) | "
+        f"{100 * lin['linear_top1']:.1f} | {100 * lin['linear_top5']:.1f} |",
+        f"| fine-tuning, {fin['epochs']} epochs, trained position table | "
+        f"{100 * fin['finetune_top1']:.1f} | {100 * fin['finetune_top5']:.1f} |",
+    ]
+    return {
+        "top1": {p: out[p].get(f"{p}_top1") for p in out},
+        "seconds": {p: out[p]["seconds"] for p in out},
+        "readme": "\n".join(rows),
+    }
+
+
 def part_masks(work: Path) -> dict[str, Any]:
     rows = {}
     for mask in ("random", "white", "red", "blue", "green", "purple"):
@@ -173,6 +203,39 @@ def part_train_step(work: Path) -> dict[str, Any]:
         f"({r['torch_img_per_s']:.2f}) | **{r['speed_vs_torch']:.2f}x** |"
         for m, r in out.items()
         if isinstance(r, dict)
+    )
+    return out
+
+
+def part_bf16(work: Path) -> dict[str, Any]:
+    done, _ = sh([PY, "-m", "mim_jax.bench", "train-step", "--model", "vit_tiny", "--batch-size",
+                  "32", "--mask", "random", "--baseline-mask", "none", "--repeats", "3", "--dtype",
+                  "bfloat16", "--baseline-dtype", "float32", "--vs-torch", "--peak-tflops",
+                  "measure"])  # fmt: skip
+    lines = json_lines(done.stdout)
+    ours = lines[0]
+    (f32,) = [r for r in lines if r.get("what") == "train_step" and r["dtype"] == "float32"]
+    (torch,) = [r for r in lines if r.get("what") != "train_step"]
+    check = ("from mim_jax.bench.timing import matmul_peak_tflops as p; import json; "
+             "print(json.dumps({d: p(d) for d in ('float32', 'bfloat16')}))")  # fmt: skip
+    matmul = json_lines(sh([PY, "-c", check])[0].stdout)[-1]
+    out = {
+        "bf16_step_s": ours["step_ms"] / 1e3,
+        "f32_step_s": f32["step_ms"] / 1e3,
+        "torch_autocast_step_s": torch["step_ms"] / 1e3,
+        "bf16_vs_f32": ours["speed_vs_float32"],
+        "bf16_vs_torch_autocast": ours["speed_vs_torch"],
+        "matmul_tflops": matmul,
+    }
+    out["readme"] = (
+        f"| 2048^3 matmul, bfloat16 vs float32 (JAX) | "
+        f"{matmul['bfloat16'] / matmul['float32']:.2f}x | (hardware check) |\n"
+        f"| mim_jax bfloat16 step vs transformers under autocast | "
+        f"**{out['bf16_vs_torch_autocast']:.2f}x** ({out['bf16_step_s']:.2f} s vs "
+        f"{out['torch_autocast_step_s']:.2f} s) | >= 1.2x |\n"
+        f"| mim_jax bfloat16 step vs its own float32 step (interleaved) | "
+        f"**{out['bf16_vs_f32']:.2f}x** ({out['bf16_step_s']:.2f} s vs {out['f32_step_s']:.2f} s)"
+        " | >= 1.5x |"
     )
     return out
 
@@ -216,8 +279,10 @@ def part_compare(work: Path) -> dict[str, Any]:
 PARTS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "tests": part_tests,
     "demo": part_demo,
+    "demo-eval": part_demo_eval,
     "masks": part_masks,
     "train-step": part_train_step,
+    "bf16": part_bf16,
     "floor": part_floor,
     "plan": part_plan,
     "compare": part_compare,

@@ -10,11 +10,14 @@ with the measurement, and the ratio between the two.
 
   python -m mim_jax.bench train-step --model vit_tiny --image-size 224 --patch-size 16 \
       --batch-size 32 --mask green [--baseline-mask random] [--vs-torch] [--peak-tflops X]
+      [--dtype bfloat16 --baseline-dtype float32]
       one line per step measured: {"what": "train_step", "mask": ..., "img_per_s", "step_ms",
       "compile_s", "devices", "peak_memory_bytes", "model_flops_per_step", "model_tflops_per_s",
       "mfu" (with --peak-tflops), ...}; the baseline mask's line carries "step_time_vs_baseline";
       with --vs-torch a "torch_train_step" line and "speed_vs_torch" (with --dtype bfloat16,
-      torch runs under torch.autocast("cpu", dtype=torch.bfloat16), its mixed precision).
+      torch runs under torch.autocast("cpu", dtype=torch.bfloat16), its mixed precision);
+      --baseline-dtype float32 times the same step in float32, interleaved, and the measured
+      line carries "speed_vs_float32" (float32 step time / bfloat16 step time).
       --peak-tflops measure times a dense matmul in the compute dtype on one device first and
       uses that as the peak: lines then also carry "matmul_peak_tflops" and "matmul_bound_ms",
       the step's model FLOPs at that rate (no step computing these FLOPs can be faster); the
@@ -86,8 +89,9 @@ def bench_masks(args: argparse.Namespace) -> list[dict]:
     return [result]
 
 
-def train_step_runner(args: argparse.Namespace, mask: str):
-    """Builds and compiles the train step for ``mask``; returns (run, info) for timing.
+def train_step_runner(args: argparse.Namespace, mask: str, dtype: str | None = None):
+    """Builds and compiles the train step for ``mask`` in ``dtype`` (default ``args.dtype``);
+    returns (run, info, model config) for timing.
 
     ``run(i)`` performs one step (the state is carried between calls); ``info`` holds the
     compile time, the compiled memory estimate and the analytic FLOPs per step.
@@ -98,9 +102,8 @@ def train_step_runner(args: argparse.Namespace, mask: str):
     from mim_jax.masking import MaskSpec
     from mim_jax.train.step import compile_train_step
 
-    model = models.mae_model(
-        args.model, **model_kwargs(args), pred_fraction=args.pred_fraction, rngs=0
-    )
+    kwargs = {**model_kwargs(args), "dtype": dtype or args.dtype}
+    model = models.mae_model(args.model, **kwargs, pred_fraction=args.pred_fraction, rngs=0)
     mesh = make_mesh(args.data, args.fsdp, args.tensor)
     tx, schedule = make_optimizer(OptimizerConfig(learning_rate=1.5e-4, total_steps=10_000))
     compiled = compile_train_step(
@@ -141,30 +144,34 @@ def train_step_runner(args: argparse.Namespace, mask: str):
 
 
 def bench_train_step(args: argparse.Namespace) -> list[dict]:
-    masks_to_time = [args.mask]
+    # (mask, dtype) of every step timed; the first is the measured one, the others its baselines.
+    steps = [(args.mask, args.dtype)]
     if args.baseline_mask not in ("none", args.mask):
-        masks_to_time.append(args.baseline_mask)
-    runners = {m: train_step_runner(args, m) for m in masks_to_time}
+        steps.append((args.baseline_mask, args.dtype))
+    if args.baseline_dtype not in ("none", args.dtype):
+        steps.append((args.mask, args.baseline_dtype))
+    runners = {s: train_step_runner(args, *s) for s in steps}
     peak = args.peak_tflops
     if peak == "measure":
         peak = matmul_peak_tflops(args.dtype)
-    seconds = time_interleaved(
-        {m: runner for m, (runner, _, _) in runners.items()}, args.repeats, args.inner
+    timed = time_interleaved(
+        {f"{m} {d}": runner for (m, d), (runner, _, _) in runners.items()}, args.repeats, args.inner
     )
+    seconds = {(m, d): timed[f"{m} {d}"] for m, d in steps}
     results = []
-    for m in masks_to_time:
-        _, info, _ = runners[m]
-        step_s = seconds[m]
+    for mask, dtype in steps:
+        _, info, _ = runners[mask, dtype]
+        step_s = seconds[mask, dtype]
         tflops = info["flops"] / step_s / 1e12
         result = {
             "what": "train_step",
             "model": args.model,
-            "mask": m,
+            "mask": mask,
             "image_size": args.image_size,
             "patch_size": args.patch_size,
             "batch_size": args.batch_size,
             "decoder": args.decoder,
-            "dtype": args.dtype,
+            "dtype": dtype,
             "img_per_s": args.batch_size / step_s,
             "step_ms": 1e3 * step_s,
             "compile_s": info["compile_s"],
@@ -176,17 +183,20 @@ def bench_train_step(args: argparse.Namespace) -> list[dict]:
             "mesh": {"data": args.data, "fsdp": args.fsdp, "tensor": args.tensor},
             "backend": jax.default_backend(),
         }
-        if peak:
+        if peak and dtype == args.dtype:  # the measured peak is the compute dtype's
             result["mfu"] = tflops / (peak * jax.device_count())
-        if args.peak_tflops == "measure":
-            result["matmul_peak_tflops"] = peak
-            result["matmul_bound_ms"] = info["flops"] / (peak * jax.device_count()) / 1e9
-        if m != args.mask:
+            if args.peak_tflops == "measure":
+                result["matmul_peak_tflops"] = peak
+                result["matmul_bound_ms"] = info["flops"] / (peak * jax.device_count()) / 1e9
+        if mask != args.mask:
             result["baseline_for"] = args.mask
-            results[0]["step_time_vs_baseline"] = seconds[args.mask] / step_s
+            results[0]["step_time_vs_baseline"] = seconds[steps[0]] / step_s
+        elif dtype != args.dtype:
+            result["baseline_for"] = f"{args.mask} in {args.dtype}"
+            results[0][f"speed_vs_{dtype}"] = step_s / seconds[steps[0]]
         results.append(result)
     if args.vs_torch:
-        results.append(torch_reference(args, runners[args.mask][2], results[0]))
+        results.append(torch_reference(args, runners[steps[0]][2], results[0]))
     return results
 
 
@@ -248,6 +258,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     step.add_argument("--mask-ratio", type=float, default=0.75)
     step.add_argument(
         "--baseline-mask", default="random", help="mask timed alongside (same model), or none"
+    )
+    step.add_argument(
+        "--baseline-dtype",
+        default="none",
+        help="compute dtype timed alongside (same mask), e.g. float32 with --dtype bfloat16; "
+        "the measured line then carries speed_vs_<dtype>",
     )
     step.add_argument("--pred-fraction", type=float, default=1.0, help="CrossMAE query share")
     step.add_argument("--data", type=int, default=-1, help="mesh data axis (-1: all devices)")

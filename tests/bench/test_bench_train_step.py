@@ -31,22 +31,28 @@ def test_train_step_bench_prints_the_contract_fields():
 
 
 @pytest.mark.slow
-def test_a_measured_matmul_peak_bounds_the_step_from_below():
+def test_a_measured_matmul_peak_bounds_the_step_and_float32_is_timed_beside_bfloat16():
     args = [
         "train-step", "--model", "vit_tiny", "--image-size", "32", "--patch-size", "8",
         "--batch-size", "8", "--mask", "random", "--baseline-mask", "none",
         "--decoder-width", "32", "--decoder-depth", "1", "--decoder-heads", "2",
-        "--repeats", "1", "--peak-tflops", "measure",
+        "--repeats", "1", "--peak-tflops", "measure", "--dtype", "bfloat16",
+        "--baseline-dtype", "float32",
     ]  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "mim_jax.bench", *args], capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr
-    (line,) = [json.loads(text) for text in done.stdout.strip().splitlines()]
+    line, baseline = [json.loads(text) for text in done.stdout.strip().splitlines()]
+    assert (line["dtype"], baseline["dtype"]) == ("bfloat16", "float32")
     assert line["matmul_peak_tflops"] > 0
     # No step can do its matmul FLOPs faster than the machine's matmul rate.
     assert 0 < line["matmul_bound_ms"] < line["step_ms"]
     assert line["mfu"] == pytest.approx(line["matmul_bound_ms"] / line["step_ms"], rel=1e-6)
+    # The float32 step, timed in the same rounds, gives the ratio the README quotes.
+    assert baseline["baseline_for"] == "random in bfloat16" and "mfu" not in baseline
+    assert line["speed_vs_float32"] == pytest.approx(baseline["step_ms"] / line["step_ms"])
+    assert line["model_flops_per_step"] == baseline["model_flops_per_step"]
 
 
 def test_peak_tflops_must_be_positive_or_measure():

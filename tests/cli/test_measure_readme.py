@@ -14,7 +14,17 @@ def test_measure_readme_lists_its_parts_and_rejects_unknown_ones():
     listed = subprocess.run([sys.executable, SCRIPT, "--list"], capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     parts = listed.stdout.split()
-    assert parts == ["tests", "demo", "masks", "train-step", "floor", "plan", "compare"]
+    assert parts == [
+        "tests",
+        "demo",
+        "demo-eval",
+        "masks",
+        "train-step",
+        "bf16",
+        "floor",
+        "plan",
+        "compare",
+    ]
     bad = subprocess.run(
         [sys.executable, SCRIPT, "--parts", "demo,nope"], capture_output=True, text=True
     )

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -132,6 +133,32 @@ def test_cli_knn_and_reconstruct_on_the_checkpoint(run_dir, tmp_path, capsys):
             assert im.size[0] > 100 and im.size[1] > 100
         assert np.isfinite(rec["loss"][name]) and rec["loss"][name] > 0
     assert rec["mask_ratio"] == 0.5
+
+
+def test_the_demo_fills_the_mask_with_more_than_the_mean_digit(run_dir):
+    """Before the demo's schedule was fixed its reconstructions were a blurred mean digit: their
+    masked-patch MSE was that of predicting the training split's mean image. Now the decoder
+    recovers strokes from the visible ones, measurably below that baseline. Measured on the 360
+    held-out digits, random masks at 0.75: 0.59 at 600 steps (0.24 at the demo's 1000) against
+    0.92 for the mean image; the old settings gave 0.82 at 600 steps, and fail this test."""
+    from mim_jax.evaluate.data import eval_sources, load_arrays
+    from mim_jax.masking import MaskSpec
+    from mim_jax.models.patching import patchify
+
+    pretrained = load_pretrained(run_dir)
+    splits = eval_sources(pretrained.config, crop_fraction=1.0)
+    train, _ = load_arrays(splits.train, splits.image_size, crop_fraction=1.0)
+    val, _ = load_arrays(splits.val, splits.image_size, crop_fraction=1.0)
+    grid, patch = pretrained.model.config.tokens.grid, pretrained.config.model.patch_size
+    masks = MaskSpec("random", 0.75).generator()(
+        jax.random.key(0), batch_size=len(val), grid=grid, mask_ratio=0.75
+    )
+    model_mse, _ = pretrained.model(jnp.asarray(val), masks)
+    mean_patches = np.asarray(patchify(jnp.asarray(train), patch)).mean(0)  # the mean digit
+    error = ((np.asarray(patchify(jnp.asarray(val), patch)) - mean_patches) ** 2).mean(-1)
+    mask = np.asarray(masks.mask)
+    mean_digit_mse = (error * mask).sum() / mask.sum()
+    assert float(model_mse) < 0.8 * mean_digit_mse, (float(model_mse), mean_digit_mse)
 
 
 def test_cli_linear_probe_of_a_random_init_config(tmp_path, capsys):
