@@ -24,3 +24,35 @@ TINY_MAE = dict(
     decoder_depth=1,
     decoder_num_heads=2,
 )
+
+
+# configs/demo.py cut down to seconds per run (``configs.load`` overrides), shared by the loop's
+# resume and robustness tests; each test module adds its own total_steps and checkpoint_every.
+TINY_DEMO = [
+    "mask=random",
+    "model.patch_size=8",
+    "model.encoder_overrides.depth=1",
+    "model.decoder_depth=1",
+    "batch_size=16",
+    "log_every=1",
+    "recon_every=0",
+]
+
+
+def sigterm_after(cmd: list[str], line_prefix: str, **popen_kwargs) -> list[str]:
+    """Runs ``cmd``, sends it SIGTERM when an output line starts with ``line_prefix`` and returns
+    its output lines, once it has exited 0 after saying it saved a checkpoint."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen_kwargs
+    )
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if line.startswith(line_prefix):
+            child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=300) == 0, "".join(lines)
+    assert any("SIGTERM: saved a checkpoint" in line for line in lines), "".join(lines)
+    return lines

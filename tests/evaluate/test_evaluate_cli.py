@@ -8,7 +8,6 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from conftest import sigterm_after
 from flax import nnx
 from PIL import Image
 
@@ -241,17 +241,7 @@ def test_finetuning_stopped_by_sigterm_resumes_exactly(tmp_path):
     """The fine-tuning job runs on the core loop: SIGTERM saves and exits 0, the rerun resumes
     from that step and ends with the same classifier as an uninterrupted run."""
     stopped = str(tmp_path / "stopped")
-    child = subprocess.Popen(
-        _finetune_cmd(stopped), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    lines = []
-    for line in child.stdout:
-        lines.append(line)
-        if line.startswith("step 3/"):
-            child.send_signal(signal.SIGTERM)
-    assert child.wait(timeout=300) == 0, "".join(lines)
-    assert any("SIGTERM: saved a checkpoint" in line for line in lines), "".join(lines)
+    sigterm_after(_finetune_cmd(stopped), "step 3/", cwd=REPO)
     job_dir = os.path.join(stopped, "finetune")
     at = CheckpointStore(os.path.join(job_dir, "checkpoints")).latest_step()
     assert 3 <= at < 40

@@ -16,6 +16,7 @@ import weakref
 import jax
 import numpy as np
 import pytest
+from conftest import TINY_DEMO
 from PIL import Image
 
 from mim_jax import configs, data
@@ -27,17 +28,7 @@ from mim_jax.data.folder import FolderSource, read_plan
 from mim_jax.train.__main__ import main as train_main
 from mim_jax.train.pretrain import run
 
-TINY = [
-    "mask=random",
-    "model.patch_size=8",
-    "model.encoder_overrides.depth=1",
-    "model.decoder_depth=1",
-    "batch_size=16",
-    "total_steps=4",
-    "log_every=1",
-    "checkpoint_every=2",
-    "recon_every=0",
-]
+TINY = [*TINY_DEMO, "total_steps=4", "checkpoint_every=2"]
 
 
 def tiny_config(*extra: str):

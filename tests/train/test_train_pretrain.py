@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
+from conftest import TINY_DEMO, sigterm_after
 
 from mim_jax import configs, masking
 from mim_jax.core.checkpoint import CheckpointStore
@@ -17,17 +16,7 @@ from mim_jax.core.metrics import read_metrics
 from mim_jax.core.optimizer import optimizer_config
 from mim_jax.train.pretrain import run
 
-TINY = [
-    "mask=random",
-    "model.patch_size=8",
-    "model.encoder_overrides.depth=1",
-    "model.decoder_depth=1",
-    "batch_size=16",
-    "total_steps=6",
-    "log_every=1",
-    "checkpoint_every=3",
-    "recon_every=0",
-]
+TINY = [*TINY_DEMO, "total_steps=6", "checkpoint_every=3"]
 
 
 def tiny_config(*extra: str):
@@ -87,17 +76,7 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path):
     args = ["--config", "configs/demo.py", "--workdir", workdir]
     args += [f"--config.{o}" for o in TINY if not o.startswith("total_steps")]
     args += ["--config.total_steps=400"]
-    child = subprocess.Popen(
-        [sys.executable, "-m", "mim_jax.train", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    lines = []
-    for line in child.stdout:
-        lines.append(line)
-        if line.startswith("step 2/"):
-            child.send_signal(signal.SIGTERM)
-    assert child.wait(timeout=300) == 0, "".join(lines)
-    assert any("SIGTERM: saved a checkpoint" in line for line in lines), "".join(lines)
+    sigterm_after([sys.executable, "-m", "mim_jax.train", *args], "step 2/")
     stopped_at = CheckpointStore(os.path.join(workdir, "checkpoints")).latest_step()
     assert 2 <= stopped_at < 400
     result = run(tiny_config("total_steps=400"), workdir, max_steps=1)
