@@ -68,6 +68,18 @@ def exists(path: str | os.PathLike) -> bool:
     return fs.exists(inner)
 
 
+def isdir(path: str | os.PathLike) -> bool:
+    """True for a folder (on an object store: a prefix that holds objects)."""
+    fs, inner = filesystem(path)
+    return fs.isdir(inner)
+
+
+def listdir(path: str | os.PathLike) -> list[str]:
+    """The names (not paths) of the entries of a folder, sorted."""
+    fs, inner = filesystem(path)
+    return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(inner, detail=False))
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes ``data`` to ``path`` (parents created), replacing what was there."""
     fs, inner = filesystem(path)

@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
 from mim_jax import models
+from mim_jax.core import paths
 from mim_jax.core.checkpoint import CheckpointStore
 from mim_jax.core.errors import CheckpointUnusable
 from mim_jax.core.optimizer import make_optimizer, optimizer_config, steps_per_epoch
@@ -47,18 +48,19 @@ class Pretrained:
 
 
 def checkpoint_directory(path: str | os.PathLike) -> str:
-    """The Orbax folder for ``path``: a workdir (holding ``checkpoints/``) or that folder itself.
+    """The Orbax folder for ``path``: a workdir (holding ``checkpoints/``) or that folder itself;
+    a local path or a URL (:mod:`mim_jax.core.paths`).
 
     Raises:
       FileNotFoundError: ``path`` does not exist, or holds no checkpoint folder.
     """
     path = os.fspath(path)
-    if not os.path.isdir(path):
+    if not paths.isdir(path):
         raise FileNotFoundError(f"checkpoint path {path!r} does not exist (want a run's workdir).")
-    nested = os.path.join(path, "checkpoints")
-    if os.path.isdir(nested):
+    nested = paths.join(path, "checkpoints")
+    if paths.isdir(nested):
         return nested
-    if any(name.isdigit() for name in os.listdir(path)):
+    if any(name.isdigit() for name in paths.listdir(path)):
         return path
     raise FileNotFoundError(
         f"{path!r} is neither a run's workdir (no checkpoints/ inside) nor a checkpoint folder "

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from mim_jax.core import paths
 from mim_jax.core.checkpoint import CheckpointStore
 from mim_jax.core.state import TrainState
 from mim_jax.core.workdir import Pretrained, config_from_dict
@@ -279,7 +280,7 @@ def save_classifier(
     """
     stored = run_config.to_dict()
     stored["finetune"] = {**settings, "num_classes": num_classes}
-    store = CheckpointStore(os.path.abspath(directory), keep=1, async_save=False)
+    store = CheckpointStore(paths.resolve(directory), keep=1, async_save=False)
     try:
         store.save(int(state.step), classifier_pytree(state), config=stored)
         store.wait()

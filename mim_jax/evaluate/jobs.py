@@ -26,7 +26,6 @@ pipeline's workers (``data_workers``) with grain's per-record generator.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +36,7 @@ import numpy as np
 from flax import nnx
 
 from mim_jax import data
+from mim_jax.core import paths
 from mim_jax.core.loop import Hook, Job, RunResult, run_job
 from mim_jax.core.optimizer import OptimizerConfig, warmup_cosine
 from mim_jax.core.sharding import batch_sharding, make_mesh
@@ -338,4 +338,4 @@ class _LabelledBatches:
 
 def job_workdir(out_dir: str, job: str) -> str:
     """Where a job's checkpoints go under an evaluation output folder."""
-    return os.path.join(out_dir, "finetune" if job == "finetune" else "linear")
+    return paths.join(out_dir, "finetune" if job == "finetune" else "linear")

@@ -33,6 +33,22 @@ def test_urls_stay_urls_and_local_paths_work_alike(tmp_path, memory_url):
     assert not os.path.exists("memory:")  # nothing local was made for the URL
 
 
+def test_a_run_folder_is_found_on_a_url_as_on_a_disk(tmp_path, memory_url):
+    from mim_jax.core.workdir import checkpoint_directory
+
+    for root in (str(tmp_path / "run"), memory_url):
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            checkpoint_directory(root)
+        paths.write_text(paths.join(root, "checkpoints", "4", "config.json"), "{}")
+        paths.write_text(paths.join(root, "checkpoints", "12", "config.json"), "{}")
+        assert paths.isdir(root) and not paths.isdir(paths.join(root, "nothing"))
+        assert paths.listdir(paths.join(root, "checkpoints")) == ["12", "4"]
+        assert checkpoint_directory(root) == paths.join(root, "checkpoints")
+        assert checkpoint_directory(paths.join(root, "checkpoints")) == paths.join(
+            root, "checkpoints"
+        )
+
+
 def test_metrics_tensorboard_and_pictures_go_to_the_url(memory_url):
     writer = MetricsWriter(memory_url, total_steps=3, batch_size=4)
     writer.start(0)
