@@ -270,7 +270,7 @@ def part_plan(work: Path) -> dict[str, Any]:
 
 
 def part_compare(work: Path) -> dict[str, Any]:
-    done, seconds = sh([PY, "-m", "mim_jax.evaluate.compare", "--steps", "600", "--seeds",
+    done, seconds = sh([PY, "-m", "mim_jax.evaluate.compare", "--steps", "1000", "--seeds",
                         "0,1,2", "--workdir", str(work / "compare")])  # fmt: skip
     table = "\n".join(line for line in done.stdout.splitlines() if line.startswith("|"))
     return {"seconds": round(seconds), "readme": table}

@@ -9,7 +9,7 @@ that seed) is the baseline. Rows report mean and sample standard deviation over 
 
 Command::
 
-    python -m mim_jax.evaluate.compare --steps 600 --seeds 0,1,2 --workdir /tmp/mim_compare
+    python -m mim_jax.evaluate.compare --steps 1000 --seeds 0,1,2 --workdir /tmp/mim_compare
 
 (``scripts/compare_masks.py`` is the same). Writes ``<workdir>/compare.md`` and
 ``<workdir>/compare.json``; prints the table.
@@ -69,7 +69,7 @@ def run_comparison(
     *,
     masks: Sequence[str] = MASKS,
     seeds: Sequence[int] = (0, 1, 2),
-    steps: int = 600,
+    steps: int = 1000,
     config_spec: str = "configs/demo.py",
     probe_epochs: int = 90,
     overrides: Sequence[str] = (),
@@ -147,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True, help="runs, compare.md and compare.json")
     parser.add_argument("--masks", default=",".join(MASKS), help="comma-separated strategies")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    parser.add_argument("--steps", type=int, default=600, help="pretraining steps per run")
+    parser.add_argument(
+        "--steps", type=int, default=1000, help="pretraining steps per run (the demo's 1000)"
+    )
     parser.add_argument("--config", default="configs/demo.py", help="config spec (digits)")
     parser.add_argument("--probe-epochs", type=int, default=90)
     parser.add_argument(
