@@ -101,9 +101,9 @@ def test_source_folder_labels_views_and_normalisation(tmp_path):
     assert record["label"] == 2
     assert record["image"].shape == (4, 16, 16, 3) and record["image"].dtype == np.float32
     np.testing.assert_array_equal(record["image"], source[5]["image"])  # deterministic view
-    # Normalised with ImageNet's statistics: the dark noise background sits near (0.1 - mean)/std.
+    # Normalised with ImageNet's statistics: the dark noise background sits near (0.02 - mean)/std.
     background = np.median(record["image"].reshape(-1, 3), axis=0)
-    expected = (np.array([0.1, 0.1, 0.1]) - data.IMAGENET_MEAN) / data.IMAGENET_STD
+    expected = (np.array([0.02, 0.02, 0.02]) - data.IMAGENET_MEAN) / data.IMAGENET_STD
     np.testing.assert_allclose(background, expected, atol=0.35)
     # Training view: random clips and crops that change with the generator.
     a = source.load(5, np.random.default_rng(1))["image"]
