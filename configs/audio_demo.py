@@ -1,28 +1,31 @@
-r"""Tiny AudioMAE on small generated (or your own) audio files: the audio smoke run on CPU.
+r"""Tiny AudioMAE on small generated (or your own) audio files: the audio demo on CPU.
 
 COMMANDS::
 
-    python -m mim_jax.data.toy_media audio /tmp/pitch           # writes 4 x 40 short tone files
-    python -m mim_jax.train --config configs/audio_demo.py:path=/tmp/pitch --workdir DIR
-    python -m mim_jax.train --config configs/audio_demo.py:path=/tmp/pitch,mask=random \
+    python -m mim_jax.data.toy_media audio /tmp/timbre          # writes 4 x 40 short notes
+    python -m mim_jax.train --config configs/audio_demo.py:path=/tmp/timbre --workdir DIR
+    python -m mim_jax.evaluate knn --checkpoint DIR --k 5 --pool mean   # on /tmp/timbre/val
+    python -m mim_jax.evaluate knn --checkpoint DIR --k 5 --pool mean --random-init  # baseline
+    python -m mim_jax.train --config configs/audio_demo.py:path=/tmp/timbre,mask=random \
         --workdir DIR
 
 Model: encoder width 64, depth 4, 4 heads, decoder 32 x 2; a 64-frame (0.64 s) x 64-mel Kaldi
 fbank (AudioMAE's pipeline with fewer frames and bins), one channel, patch 8: an 8 x 8 (time x
-frequency) grid. ``mask=color_tf`` (default, green) or any other mask, ratio 0.75. Batch 32,
-``steps`` optimizer steps (default 300), lr 1e-3.
+frequency) grid. ``mask=color_tf`` (default, green) or any other mask, ratio 0.75. Batch 16,
+``steps`` optimizer steps (default 1200), lr 1e-3. The 160 spectrograms are computed once and
+kept in memory (``data.cache_decoded``).
 
-EXPECTED RESULT (the tones and chirps of ``mim_jax.data.toy_media``, pitch class = label): the
-masked-patch loss falls. kNN on the frozen encoder: ``python -m mim_jax.evaluate knn
---checkpoint DIR`` (``--random-init`` for the baseline). No kNN margin over random init is
-shown on these toy clips yet (issue #17).
+EXPECTED RESULT (the notes of ``mim_jax.data.toy_media.write_timbre_audio``: class = harmonic
+profile, at a random pitch over two octaves): kNN top-1 (k 5, mean pool) on 4 x 25 held-out
+files, 3 seeds: 0.93 / 0.93 / 0.99 pretrained against 0.79 / 0.81 / 0.86 for the same encoder at
+random init (chance 0.25). README, "Video and audio data", has the commands.
 """
 
 from mim_jax.configs import base_config, parse_arg
 
 
 def get_config(arg=None):
-    arg = parse_arg(arg, path="", mask="color_tf", color="green", steps=300, ratio=0.75)
+    arg = parse_arg(arg, path="", mask="color_tf", color="green", steps=1200, ratio=0.75)
     c = base_config(image_size=(64, 64))  # (fbank frames, mel bins)
     c.model.name = "vit_tiny"
     c.model.encoder_overrides = dict(width=64, depth=4, num_heads=4, mlp_dim=256)
@@ -39,11 +42,12 @@ def get_config(arg=None):
         c.mask_options.color = arg.color
 
     c.data.source = "audio_folder"
-    c.data.name = "toy_pitch"
+    c.data.name = "toy_timbre"
     c.data.path = arg.path or None
     c.data.num_examples = 160  # the toy_media train split (4 classes x 40)
+    c.data.cache_decoded = True  # 160 short files: one fbank each
 
-    c.batch_size = 32
+    c.batch_size = 16
     c.epochs = 60
     c.warmup_epochs = 4
     c.total_steps = arg.steps

@@ -50,6 +50,8 @@ Schema (every shipped config has all of these fields; ``None`` = optional/unset)
       .frame_stride, .flip_prob  video_folder: frames between sampled frames (4; SSv2: 2) and the
                                  chance of flipping a clip
       .fbank_mean, .fbank_std    audio_folder: fbank normalisation (AudioMAE's AudioSet values)
+      .cache_decoded             video/audio_folder: keep each file's decoded frames / fbank in
+                                 memory after its first read (small sets; False)
     config.batch_size            global batch (divisible by accum_steps; micro-batch by devices)
     config.accum_steps           gradient accumulation micro-steps per optimizer step
     config.epochs, .warmup_epochs

@@ -63,6 +63,7 @@ def base_config(image_size: int | tuple[int, int] = 224) -> ConfigDict:
             flip_prob=0.5,  # video_folder: chance of flipping a clip
             fbank_mean=AUDIOSET_MEAN,  # audio_folder: fbank normalisation
             fbank_std=AUDIOSET_STD,
+            cache_decoded=False,  # video/audio_folder: keep decoded files in memory
         )
     )
     c.data.num_examples = 1_281_167

@@ -44,6 +44,7 @@ class AudioFolderSource(MediaSource):
       num_mel_bins: mel bins ``F`` (AudioMAE: 128).
       mean / std: normalisation ``(x - mean) / (2 * std)`` (AudioMAE's AudioSet values).
       validate: read every file at construction and drop unreadable ones.
+      cache_decoded: keep every file's spectrogram in memory after its first read (small sets).
 
     ``source[i]`` is ``{"image": float32[T, F, 1], "label": int}``.
     """
@@ -60,6 +61,7 @@ class AudioFolderSource(MediaSource):
         mean: float = AUDIOSET_MEAN,
         std: float = AUDIOSET_STD,
         validate: bool = False,
+        cache_decoded: bool = False,
     ):
         if target_length < 1 or num_mel_bins < 1:
             raise ValueError(
@@ -71,10 +73,13 @@ class AudioFolderSource(MediaSource):
         self.num_mel_bins = int(num_mel_bins)
         self.mean = float(mean)
         self.std = float(std)
-        super().__init__(path, validate=validate)
+        super().__init__(path, validate=validate, cache_decoded=cache_decoded)
 
     def read(self, path: str, rng: np.random.Generator | None) -> np.ndarray:
         """The spectrogram of ``path``: ``float32[T, F, 1]`` (``rng`` is unused)."""
+        return self.decoded(path, self._spectrogram)
+
+    def _spectrogram(self, path: str) -> np.ndarray:
         wave, rate = read_audio(path)
         out = audiomae_input(wave, rate, self.target_length, self.num_mel_bins, self.mean, self.std)
         chex.assert_shape(out, (self.target_length, self.num_mel_bins, 1))

@@ -9,6 +9,9 @@ Each builder takes the run config's ``data`` section, a split and the model's in
   and mel bins, 1 channel, no ``num_frames``. Optional: ``fbank_mean`` / ``fbank_std``
   (AudioMAE's AudioSet values).
 
+Both take ``cache_decoded`` (False): keep each file's decoded frames / spectrogram in memory after
+its first read (:mod:`mim_jax.data.media_source`), for small sets read over many epochs.
+
 ``config.data.path`` is a folder or a list file; :func:`media_split_path` picks a split's files.
 """
 
@@ -87,6 +90,7 @@ def video_folder(
         num_frames=int(num_frames),
         stride=int(data.get("frame_stride") or 4),
         flip_prob=float(data.get("flip_prob", 0.5)),
+        cache_decoded=bool(data.get("cache_decoded", False)),
     )
 
 
@@ -112,4 +116,5 @@ def audio_folder(
         num_mel_bins=int(image_size[1]),
         mean=float(AUDIOSET_MEAN if mean is None else mean),
         std=float(AUDIOSET_STD if std is None else std),
+        cache_decoded=bool(data.get("cache_decoded", False)),
     )

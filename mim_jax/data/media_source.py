@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import grain
@@ -37,15 +37,20 @@ class MediaSource:
 
     ``source[i]`` is the deterministic (evaluation) view ``{"image": float32[...], "label": int}``;
     ``load(i, rng)`` the training view. Attributes: ``paths``, ``labels`` (``int64[N]``),
-    ``class_names``, ``skipped`` (bad path -> error) and ``num_skipped``.
+    ``class_names``, ``skipped`` (bad path -> error) and ``num_skipped``. With
+    ``cache_decoded``, subclasses read files through :meth:`decoded`.
     """
 
     what = "media"
     extensions: Collection[str] = ()
 
-    def __init__(self, path: str | os.PathLike, validate: bool = False):
+    def __init__(
+        self, path: str | os.PathLike, validate: bool = False, cache_decoded: bool = False
+    ):
         index = index_media(path, self.extensions, self.what)
         self.root = str(path)
+        self.cache_decoded = bool(cache_decoded)
+        self._decoded: dict[str, np.ndarray] = {}
         self.paths = index.paths
         self.labels = index.labels
         self.class_names = index.class_names
@@ -56,6 +61,17 @@ class MediaSource:
     def read(self, path: str, rng: np.random.Generator | None) -> np.ndarray:
         """Reads one file into the model's input; raises on an unreadable file."""
         raise NotImplementedError
+
+    def decoded(self, path: str, decode: Callable[[str], np.ndarray]) -> np.ndarray:
+        """``decode(path)``; with ``cache_decoded`` the array is kept and returned again on later
+        calls (read-only: callers index or copy it, never write into it)."""
+        if not self.cache_decoded:
+            return decode(path)
+        if path not in self._decoded:
+            array = decode(path)
+            array.setflags(write=False)
+            self._decoded[path] = array
+        return self._decoded[path]
 
     @property
     def num_classes(self) -> int | None:

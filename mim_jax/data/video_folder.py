@@ -12,6 +12,10 @@ to indices by their timestamps. When a stream has neither a count nor a duration
 lands after the wanted frame, the file is decoded from its start. Frames missing at the end (a
 count that overstated the stream) repeat the last decoded frame, as VideoMAE's padding does.
 
+With ``cache_decoded=True`` every frame of a file is decoded once (:func:`read_frames`) and kept;
+clips are then drawn from the decoded frame count rather than the container's (the same clip when
+the two agree, as they do for files PyAV wrote).
+
 Unreadable, empty (no video stream or no frames) and corrupt files are skipped, counted and
 reported (:class:`mim_jax.data.media_source.MediaSource`).
 """
@@ -146,6 +150,24 @@ def read_clip(
     return out
 
 
+def read_frames(path: str) -> np.ndarray:
+    """Every frame of ``path``'s first video stream, decoded from its start: ``uint8[N, H, W, 3]``.
+
+    Raises:
+      ValueError: no video stream or no decodable frame; PyAV's errors for corrupt files.
+    """
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    if not frames:
+        raise ValueError("no frames could be decoded")
+    return np.stack(frames)
+
+
 class VideoFolderSource(MediaSource):
     """Random-access VideoMAE clips from a video folder or list.
 
@@ -159,6 +181,7 @@ class VideoFolderSource(MediaSource):
       flip_prob: probability of a horizontal flip of the whole clip (training view).
       mean / std: normalisation per channel in [0, 1] units.
       validate: decode every file at construction and drop unreadable ones.
+      cache_decoded: keep every file's decoded frames in memory after its first read (small sets).
 
     ``source[i]`` is the evaluation view (centred clip, centre square) and ``load(i, rng)`` the
     training view, both ``{"image": float32[T, S, S, 3], "label": int}``.
@@ -179,6 +202,7 @@ class VideoFolderSource(MediaSource):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         validate: bool = False,
+        cache_decoded: bool = False,
     ):
         if image_size < 1 or num_frames < 1 or stride < 1:
             raise ValueError(
@@ -194,11 +218,15 @@ class VideoFolderSource(MediaSource):
         self.flip_prob = float(flip_prob)
         self.mean = tuple(mean)
         self.std = tuple(std)
-        super().__init__(path, validate=validate)
+        super().__init__(path, validate=validate, cache_decoded=cache_decoded)
 
     def read(self, path: str, rng: np.random.Generator | None) -> np.ndarray:
         """One clip of ``path`` as ``float32[T, S, S, 3]`` (training view with ``rng``)."""
-        frames = read_clip(path, self.num_frames, self.stride, rng)
+        if self.cache_decoded:
+            video = self.decoded(path, read_frames)
+            frames = video[clip_indices(len(video), self.num_frames, self.stride, rng)]
+        else:
+            frames = read_clip(path, self.num_frames, self.stride, rng)
         return clip_transform(
             frames, self.image_size, rng, self.scales, self.flip_prob, self.mean, self.std
         )

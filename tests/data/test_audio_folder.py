@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mim_jax import data
-from mim_jax.data import fbank
+from mim_jax.data import audio_folder, fbank, toy_media
 from mim_jax.data.audio_folder import AudioFolderSource
 from mim_jax.data.toy_media import PITCHES_HZ, tone, write_pitch_audio
 
@@ -148,3 +148,30 @@ def test_list_file_and_pipeline_resume(tmp_path):
     index = {source.paths[i]: source[i]["image"] for i in range(len(source))}
     for image in first["image"]:
         assert any(np.array_equal(image, v) for v in index.values())
+
+
+def test_cached_source_reads_each_file_once(tmp_path, monkeypatch):
+    write_pitch_audio(tmp_path, per_class=1, seconds=0.3)
+    plain = AudioFolderSource(tmp_path, target_length=32, num_mel_bins=16)
+    cached = AudioFolderSource(tmp_path, target_length=32, num_mel_bins=16, cache_decoded=True)
+    reads, read_audio = [], audio_folder.read_audio
+    monkeypatch.setattr(audio_folder, "read_audio", lambda p: reads.append(p) or read_audio(p))
+    for _ in range(2):
+        for i in range(len(plain)):
+            np.testing.assert_array_equal(cached[i]["image"], plain[i]["image"])
+    assert sorted(reads) == sorted(plain.paths * 3)  # plain: each epoch (2); cached: once
+
+
+def test_toy_media_writes_timbre_splits(tmp_path, capsys):
+    toy_media.main(["audio", str(tmp_path), "--per-class", "2", "--val-per-class", "1"])
+    assert "8 audio files" in capsys.readouterr().out
+    train = AudioFolderSource(tmp_path / "train", target_length=32, num_mel_bins=16)
+    val = AudioFolderSource(tmp_path / "val", target_length=32, num_mel_bins=16)
+    assert train.class_names == val.class_names == sorted(toy_media.TIMBRES)
+    assert (len(train), len(val)) == (8, 4)
+    # A sine's energy sits in one band; the all-harmonics note spreads it over several.
+    sine, rich = (toy_media.note(t, np.random.default_rng(0)) for t in ("sine", "all"))
+    assert np.all(np.abs(sine) <= 1) and sine.dtype == rich.dtype == np.float32
+    bands = [fbank.fbank(w).mean(0) for w in (sine, rich)]
+    loud = [int((b > b.max() - 3).sum()) for b in bands]  # bands within e^3 of the peak
+    assert loud[0] < loud[1]

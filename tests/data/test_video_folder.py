@@ -7,11 +7,12 @@ import logging
 
 import numpy as np
 import pytest
+from ml_collections import ConfigDict
 
 pytest.importorskip("av")
 
 from mim_jax import data
-from mim_jax.data import clips
+from mim_jax.data import clips, video_folder
 from mim_jax.data.toy_media import write_motion_videos, write_video
 from mim_jax.data.video_folder import VideoFolderSource, read_clip
 
@@ -100,9 +101,9 @@ def test_source_folder_labels_views_and_normalisation(tmp_path):
     assert record["label"] == 2
     assert record["image"].shape == (4, 16, 16, 3) and record["image"].dtype == np.float32
     np.testing.assert_array_equal(record["image"], source[5]["image"])  # deterministic view
-    # Normalised with ImageNet's statistics: the dark noise background sits near (0.1 - mean)/std.
+    # Normalised with ImageNet's statistics: the dark noise background sits near (0.02 - mean)/std.
     background = np.median(record["image"].reshape(-1, 3), axis=0)
-    expected = (np.array([0.1, 0.1, 0.1]) - data.IMAGENET_MEAN) / data.IMAGENET_STD
+    expected = (np.array([0.02, 0.02, 0.02]) - data.IMAGENET_MEAN) / data.IMAGENET_STD
     np.testing.assert_allclose(background, expected, atol=0.35)
     # Training view: random clips and crops that change with the generator.
     a = source.load(5, np.random.default_rng(1))["image"]
@@ -212,3 +213,25 @@ def test_decoding_in_grain_workers_matches_in_process(tmp_path):
     np.testing.assert_array_equal(local[1]["image"], next(resumed)["image"])
     del resumed
     gc.collect()  # stop grain's worker processes now
+
+
+def test_cached_source_decodes_each_file_once_and_draws_the_same_clips(tmp_path, monkeypatch):
+    write_motion_videos(tmp_path, per_class=1, num_frames=16)
+    kw = dict(image_size=16, num_frames=4, stride=2)
+    plain = VideoFolderSource(tmp_path, **kw)
+    cached = VideoFolderSource(tmp_path, cache_decoded=True, **kw)
+    decoded, read_frames = [], video_folder.read_frames
+    monkeypatch.setattr(video_folder, "read_frames", lambda p: decoded.append(p) or read_frames(p))
+    for epoch in range(2):  # fresh clips and crops each epoch, from the cached frames
+        for i in range(len(plain)):
+            a = plain.load(i, np.random.default_rng([epoch, i]))["image"]
+            b = cached.load(i, np.random.default_rng([epoch, i]))["image"]
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(plain[i]["image"], cached[i]["image"])
+    assert sorted(decoded) == sorted(plain.paths)
+    assert data.build_source(
+        ConfigDict(dict(source="video_folder", path=str(tmp_path), cache_decoded=True)),
+        image_size=16,
+        channels=3,
+        num_frames=4,
+    ).cache_decoded
