@@ -88,6 +88,7 @@ def test_cli_knn_on_a_media_run_and_its_random_init(tmp_path, kind, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the whole demo: ~1.5-3 min each on 2 cores, more under load
 @pytest.mark.parametrize("kind", ["video", "audio"])
 def test_demo_pretraining_beats_its_random_init_in_knn(tmp_path, kind, capsys):
     # The demo as documented (its config's steps, 4 x 40 generated training files, seed 0), then
@@ -99,7 +100,7 @@ def test_demo_pretraining_beats_its_random_init_in_knn(tmp_path, kind, capsys):
     env = dict(os.environ, XLA_FLAGS="")  # one optimised CPU device: not the suite's 8 at -O0
     spec = f"configs/{kind}_demo.py:path={tmp_path / 'data'}"
     cmd = [sys.executable, "-m", "mim_jax.train", "--workdir", workdir, "--config", spec]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1100)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     common = ["--checkpoint", workdir, "--k", "5", "--pool", "mean"]
     trained = knn_json(["knn", *common, "--out", str(tmp_path / "eval")], capsys)
