@@ -60,7 +60,10 @@ import os
 import statistics
 import time
 
-INSTALL_HINT = "pip install torch==2.13.0 transformers"
+INSTALL_HINT = (
+    "pip install torch --index-url https://download.pytorch.org/whl/cpu && "
+    "pip install -e '.[torch-export]'"
+)
 
 
 def torch_available() -> bool:
@@ -78,8 +81,8 @@ def _import_deps():
     except ImportError as err:
         raise RuntimeError(
             "the PyTorch reference (--vs-torch) needs torch and transformers, which are not "
-            f"installed ({err}). Install them with `{INSTALL_HINT}` (torch 2.13.0 is the CPU "
-            "build this project uses; an unpinned torch may pull a multi-GB CUDA build)."
+            f"installed ({err}). Install them with `{INSTALL_HINT}` (the CPU-only torch wheel "
+            "first: a plain `pip install torch` may pull a multi-GB CUDA build)."
         ) from err
     return torch, transformers
 
