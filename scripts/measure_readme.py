@@ -68,7 +68,10 @@ def sh(args: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, float]:
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, **kwargs)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+            f"{done.stderr[-3000:]}"
+        )
     return done, seconds
 
 
