@@ -338,7 +338,7 @@ def test_5_a_changed_config_stops_unless_safe_or_allowed(finished, tmp_path, cap
     changed = [*args, "--config.lr=0.01", "--config.mask_ratio=0.5", "--config.batch_size=8"]
     assert train_main(changed) == 5
     err = capsys.readouterr().err
-    for field in ("lr 0.001 -> 0.01", "mask_ratio 0.75 -> 0.5", "batch_size 16 -> 8"):
+    for field in ("lr 0.003 -> 0.01", "mask_ratio 0.75 -> 0.5", "batch_size 16 -> 8"):
         assert field in err
     assert "--allow-config-change" in err
     assert train_main([*args, "--config.total_steps=5", "--config.log_every=2"]) == 0
