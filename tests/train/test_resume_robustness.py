@@ -376,6 +376,10 @@ def test_9_a_failed_save_is_reported_at_its_step_with_exit_code_7(tmp_path):
     args += [f"--config.{o}" for o in TINY] + [
         "--config.total_steps=12",
         "--config.checkpoint_every=3",
+        # With the demo's 64-wide decoder, several of the 8 devices' shard writes fail at once and
+        # Orbax's writer threads print "Event loop is closed" tracebacks at exit after the one
+        # error line (a known issue, not yet fixed); the 32-wide decoder fails on one write.
+        "--config.model.decoder_width=32",
     ]
     child = subprocess.run(
         [sys.executable, "-m", "mim_jax.train", *args],
