@@ -106,9 +106,7 @@ def read_clip(
     import av
 
     with av.open(path) as container:
-        if not container.streams.video:
-            raise ValueError("no video stream")
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         rate = float(stream.average_rate or stream.guessed_rate or 0)
         start = stream.start_time or 0
         count = _frame_count(container, stream) if rate else None
@@ -150,6 +148,13 @@ def read_clip(
     return out
 
 
+def _video_stream(container):
+    """The container's first video stream; ValueError when it has none."""
+    if not container.streams.video:
+        raise ValueError("no video stream")
+    return container.streams.video[0]
+
+
 def read_frames(path: str) -> np.ndarray:
     """Every frame of ``path``'s first video stream, decoded from its start: ``uint8[N, H, W, 3]``.
 
@@ -159,9 +164,7 @@ def read_frames(path: str) -> np.ndarray:
     import av
 
     with av.open(path) as container:
-        if not container.streams.video:
-            raise ValueError("no video stream")
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
     if not frames:
         raise ValueError("no frames could be decoded")
