@@ -17,7 +17,7 @@ INSTALL_REQUIRES = [
     "scipy>=1.11,<2",
     "matplotlib>=3.8,<4",
     "tensorboardX>=2.6,<3",
-    "fsspec>=2023.1",  # mim_jax.train.paths: workdirs as local paths or URLs
+    "fsspec>=2023.1",  # mim_jax.core.paths: workdirs as local paths or URLs
     "scikit-learn>=1.4",
     "Pillow>=10",
 ]
