@@ -201,27 +201,34 @@ def _quiet_library_logs(workdir: str):
 
 class _TracebacksTo:
     """A stderr that passes lines through but sends Python tracebacks (which TensorStore's
-    threads print when Orbax aborts a write) to a log handler's file instead. Never raises."""
+    threads print when Orbax aborts a write) to a log handler's file instead. Never raises.
+
+    Several threads print their tracebacks at once, a few words per ``write`` each, so the
+    partial line and the "inside a traceback" state are kept per OS thread: a line is judged
+    by what its own thread printed before it, not by what another thread printed in between.
+    """
 
     def __init__(self, stream, handler) -> None:
         self._stream = stream
         self._file = getattr(handler, "stream", None)
-        self._in_traceback = False
-        self._pending = ""
+        self._threads: dict[int, tuple[bool, str]] = {}  # thread id -> (in traceback, partial)
         self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
+        thread = threading.get_ident()
         with self._lock:
-            self._pending += str(text)
-            *lines, self._pending = self._pending.split("\n")
+            in_traceback, pending = self._threads.pop(thread, (False, ""))
+            *lines, pending = (pending + str(text)).split("\n")
             for line in lines:
                 if line.startswith(("Traceback (most recent call last)", "Exception ignored")):
-                    self._in_traceback = True
-                elif self._in_traceback and line and not line[0].isspace():
-                    self._in_traceback = False  # "SomeError: message" ends it
+                    in_traceback = True
+                elif in_traceback and line and not line[0].isspace():
+                    in_traceback = False  # "SomeError: message" ends it
                     self._emit(self._file, line)
                     continue
-                self._emit(self._file if self._in_traceback else self._stream, line)
+                self._emit(self._file if in_traceback else self._stream, line)
+            if in_traceback or pending:
+                self._threads[thread] = (in_traceback, pending)
         return len(text)
 
     def _emit(self, target, line: str) -> None:
@@ -268,7 +275,9 @@ def _log_traceback(workdir: str, verbose: bool, code: int) -> None:
     try:
         with open(path, "a", encoding="utf-8") as f:
             f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} exit {code}\n{text}")
-    except OSError:
+    except OSError:  # the disk that failed the run may fail the log too
+        if not verbose:
+            print("(rerun with --verbose for the traceback)", file=sys.stderr, flush=True)
         return
     if not verbose:
         print(f"(traceback: {path}, or rerun with --verbose)", file=sys.stderr, flush=True)
