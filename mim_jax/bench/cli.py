@@ -14,8 +14,9 @@ with the measurement, and the ratio between the two.
       one line per step measured: {"what": "train_step", "mask": ..., "img_per_s", "step_ms",
       "compile_s", "devices", "peak_memory_bytes", "model_flops_per_step", "model_tflops_per_s",
       "mfu" (with --peak-tflops), ...}; the baseline mask's line carries "step_time_vs_baseline";
-      with --vs-torch a "torch_train_step" line and "speed_vs_torch" (with --dtype bfloat16,
-      torch runs under torch.autocast("cpu", dtype=torch.bfloat16), its mixed precision);
+      with --vs-torch a "torch_train_step" line and "speed_vs_torch", transformers' step timed
+      in the same interleaved rounds (with --dtype bfloat16 it runs under
+      torch.autocast("cpu", dtype=torch.bfloat16), its mixed precision);
       --baseline-dtype float32 times the same step in float32, interleaved, and the measured
       line carries "speed_vs_float32" (float32 step time / bfloat16 step time).
       --peak-tflops measure times a dense matmul in the compute dtype on one device first and
@@ -30,6 +31,7 @@ with the measurement, and the ratio between the two.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -154,9 +156,17 @@ def bench_train_step(args: argparse.Namespace) -> list[dict]:
     peak = args.peak_tflops
     if peak == "measure":
         peak = matmul_peak_tflops(args.dtype)
-    timed = time_interleaved(
-        {f"{m} {d}": runner for (m, d), (runner, _, _) in runners.items()}, args.repeats, args.inner
-    )
+    fns = {f"{m} {d}": runner for (m, d), (runner, _, _) in runners.items()}
+    with contextlib.ExitStack() as stack:
+        if args.vs_torch:  # timed in the same rounds as the JAX steps
+            torch_step = stack.enter_context(torch_reference_step(args, runners[steps[0]][2]))
+            fns["torch"] = lambda _: torch_step.run()
+        timed = time_interleaved(fns, args.repeats, args.inner)
+        torch_peak = None
+        if args.vs_torch and args.peak_tflops == "measure":
+            from mim_jax.bench.torch_ref import torch_matmul_peak_tflops
+
+            torch_peak = torch_matmul_peak_tflops(args.dtype)  # with torch's step threads
     seconds = {(m, d): timed[f"{m} {d}"] for m, d in steps}
     results = []
     for mask, dtype in steps:
@@ -196,19 +206,25 @@ def bench_train_step(args: argparse.Namespace) -> list[dict]:
             results[0][f"speed_vs_{dtype}"] = step_s / seconds[steps[0]]
         results.append(result)
     if args.vs_torch:
-        results.append(torch_reference(args, runners[steps[0]][2], results[0]))
+        from mim_jax.bench.torch_ref import step_result
+
+        result = step_result(torch_step, timed["torch"], args.repeats)
+        if torch_peak is not None:
+            result["matmul_peak_tflops"] = torch_peak
+            result["matmul_bound_ms"] = results[0]["model_flops_per_step"] / (torch_peak * 1e9)
+        results[0]["speed_vs_torch"] = results[0]["img_per_s"] / result["img_per_s"]
+        results.append(result)
     return results
 
 
-def torch_reference(args: argparse.Namespace, config, jax_result: dict) -> dict:
-    """Times transformers' ViTMAEForPreTraining with the same configuration, same process.
-
-    ``--dtype bfloat16`` runs its forward pass under ``torch.autocast`` (bfloat16).
-    """
-    from mim_jax.bench.torch_ref import time_torch_mae_step
+def torch_reference_step(args: argparse.Namespace, config):
+    """transformers' ViTMAEForPreTraining with the JAX model's configuration (a context manager
+    yielding a :class:`~mim_jax.bench.torch_ref.TorchStep`). ``--dtype bfloat16`` runs its
+    forward pass under ``torch.autocast`` (bfloat16)."""
+    from mim_jax.bench.torch_ref import torch_mae_step
 
     enc, dec = config.encoder, config.decoder
-    result = time_torch_mae_step(
+    return torch_mae_step(
         width=enc.width,
         depth=enc.depth,
         num_heads=enc.num_heads,
@@ -222,16 +238,8 @@ def torch_reference(args: argparse.Namespace, config, jax_result: dict) -> dict:
         batch_size=args.batch_size,
         mask_ratio=args.mask_ratio,
         norm_pix_loss=config.norm_pix_loss,
-        repeats=args.repeats,
-        measure_matmul=args.peak_tflops == "measure",
         dtype=args.dtype,
     )
-    if "matmul_peak_tflops" in result:
-        result["matmul_bound_ms"] = jax_result["model_flops_per_step"] / (
-            result["matmul_peak_tflops"] * 1e9
-        )
-    jax_result["speed_vs_torch"] = jax_result["img_per_s"] / result["img_per_s"]
-    return result
 
 
 def main(argv: Sequence[str] | None = None) -> None:

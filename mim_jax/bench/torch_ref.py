@@ -15,10 +15,13 @@ softmax and loss; ``loss.backward()`` runs outside the context, as PyTorch recom
 
 Why
 ---
-``python -m mim_jax.bench train-step ... --vs-torch`` calls :func:`time_torch_mae_step` in the
-same process right after timing the JAX step, so both figures come from the same machine under
-the same load and their ratio (the 1.2x target of the JAX step over this one) is meaningful even
-on a noisy box. Absolute numbers from different processes or machines are not comparable.
+``python -m mim_jax.bench train-step ... --vs-torch`` builds this step with
+:func:`torch_mae_step` in the same process and times it in the same interleaved rounds as the
+JAX step(s) (JAX, torch, JAX, torch, ...), so drift in machine load hits both alike and their
+ratio (the targets of the JAX step over this one) is meaningful even on a noisy box. Timing the
+two one after the other is not enough there: a load that comes or goes in between moves the
+ratio by 1.5x and more. Absolute numbers from different processes or machines are not comparable.
+:func:`time_torch_mae_step` times the step on its own.
 
 Config parity with ``mim_jax`` (and ``facebookresearch/mae``)
 -------------------------------------------------------------
@@ -55,10 +58,13 @@ command when they are missing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import statistics
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 INSTALL_HINT = (
     "pip install torch --index-url https://download.pytorch.org/whl/cpu && "
@@ -95,7 +101,20 @@ def _matmul_peak_tflops(torch, dtype: str = "float32", repeats: int = 5) -> floa
     return 2 * MATMUL_SIZE**3 / best_seconds(lambda: operand @ operand, repeats) / 1e12
 
 
-def time_torch_mae_step(
+@dataclass(frozen=True)
+class TorchStep:
+    """One built ``ViTMAEForPreTraining`` training step (see :func:`torch_mae_step`).
+
+    ``run()`` performs one full step (forward, backward, AdamW, zero_grad) and returns when it
+    is done; ``fields`` are the result fields that do not depend on timing.
+    """
+
+    run: Callable[[], None]
+    fields: dict
+
+
+@contextlib.contextmanager
+def torch_mae_step(
     *,
     width: int,
     depth: int,
@@ -111,49 +130,26 @@ def time_torch_mae_step(
     batch_size: int,
     mask_ratio: float,
     norm_pix_loss: bool = True,
-    repeats: int = 10,
     warmup: int = 2,
     threads: int | None = None,
     seed: int = 0,
-    measure_matmul: bool = False,
     dtype: str = "float32",
-) -> dict:
-    """Median wall time of one ``ViTMAEForPreTraining`` training step (see the module docstring).
+) -> Iterator[TorchStep]:
+    """Builds the reference step, runs ``warmup`` untimed steps, and yields it.
 
-    Args:
-      width, depth, num_heads, mlp_dim: encoder stack (ViT-B/16: 768, 12, 12, 3072).
-      decoder_width, decoder_depth, decoder_num_heads, decoder_mlp_dim: decoder stack
-        (MAE: 512, 8, 16, 2048).
-      image_size, patch_size, channels: square images ``[B, channels, image_size, image_size]``.
-      batch_size: images per step.
-      mask_ratio: fraction of patches hidden from the encoder; HF keeps
-        ``int(N * (1 - mask_ratio))`` patches visible.
-      norm_pix_loss: per-patch normalised target (unbiased variance, eps 1e-6 inside the sqrt).
-      repeats: timed steps (each timed on its own; the median is reported).
-      warmup: untimed steps before them.
-      threads: intra-op threads for torch; ``None`` means ``os.cpu_count()``.
-      seed: ``torch.manual_seed`` for the weights, the batch and the masking noise.
-      measure_matmul: also time a ``dtype`` ``[2048, 2048] @ [2048, 2048]`` with the same
-        threads and report its best rate as ``"matmul_peak_tflops"``.
-      dtype: ``"float32"``, or ``"bfloat16"`` for the forward pass under ``torch.autocast``.
-
-    Returns:
-      ``{"what": "torch_train_step", "impl": "transformers.ViTMAEForPreTraining", "torch",
-      "transformers", "threads", "step_ms", "img_per_s", "params", "repeats"}`` plus
-      ``"batch_size"``, ``"num_visible"`` (HF's kept-patch count), ``"attn_implementation"``
-      and ``"dtype"`` (``"bfloat16"`` means autocast).
+    Arguments as :func:`time_torch_mae_step`. torch's intra-op threads are set to ``threads``
+    (default ``os.cpu_count()``) inside the ``with`` block and restored when it ends.
 
     Raises:
       RuntimeError: torch or transformers is not installed.
-      ValueError: a non-positive ``repeats`` or ``batch_size``, a negative ``warmup``, or a
-        ``dtype`` other than float32 and bfloat16.
+      ValueError: a non-positive ``batch_size``, a negative ``warmup``, or a ``dtype`` other
+        than float32 and bfloat16.
     """
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"dtype must be 'float32' or 'bfloat16' (autocast), got {dtype!r}")
-    if repeats < 1 or batch_size < 1 or warmup < 0:
+    if batch_size < 1 or warmup < 0:
         raise ValueError(
-            f"need repeats >= 1, batch_size >= 1 and warmup >= 0; got repeats={repeats}, "
-            f"batch_size={batch_size}, warmup={warmup}"
+            f"need batch_size >= 1 and warmup >= 0; got batch_size={batch_size}, warmup={warmup}"
         )
     torch, transformers = _import_deps()
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
@@ -199,35 +195,92 @@ def time_torch_mae_step(
 
         for _ in range(warmup):
             step()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
         # HF's own masking code on a dummy sequence: the visible count its steps used.
         num_patches = model.vit.embeddings.patch_embeddings.num_patches
         with torch.no_grad():
             kept, _, _ = model.vit.embeddings.random_masking(torch.zeros(1, num_patches, 1))
-        matmul = _matmul_peak_tflops(torch, dtype) if measure_matmul else None
+        yield TorchStep(
+            run=step,
+            fields={
+                "what": "torch_train_step",
+                "impl": "transformers.ViTMAEForPreTraining",
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "threads": n_threads,
+                "params": sum(p.numel() for p in trainable),
+                "batch_size": batch_size,
+                "num_visible": int(kept.shape[1]),
+                "attn_implementation": model.config._attn_implementation,
+                "dtype": dtype,
+            },
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
-    median_s = statistics.median(times)
-    result = {
-        "what": "torch_train_step",
-        "impl": "transformers.ViTMAEForPreTraining",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "threads": n_threads,
+
+def torch_matmul_peak_tflops(dtype: str = "float32", repeats: int = 5) -> float:
+    """Best TFLOP/s of a square ``dtype`` matmul in torch (current threads), the JAX size."""
+    torch, _ = _import_deps()
+    return _matmul_peak_tflops(torch, dtype, repeats)
+
+
+def step_result(step: TorchStep, median_s: float, repeats: int) -> dict:
+    """The ``torch_train_step`` result line for a step whose median time is ``median_s``."""
+    timing = {
         "step_ms": median_s * 1e3,
-        "img_per_s": batch_size / median_s,
-        "params": sum(p.numel() for p in trainable),
+        "img_per_s": step.fields["batch_size"] / median_s,
         "repeats": repeats,
-        "batch_size": batch_size,
-        "num_visible": int(kept.shape[1]),
-        "attn_implementation": model.config._attn_implementation,
-        "dtype": dtype,
     }
+    return {**step.fields, **timing}
+
+
+def time_torch_mae_step(
+    *,
+    repeats: int = 10,
+    measure_matmul: bool = False,
+    **model: object,
+) -> dict:
+    """Median wall time of one ``ViTMAEForPreTraining`` training step (see the module docstring).
+
+    Args:
+      width, depth, num_heads, mlp_dim: encoder stack (ViT-B/16: 768, 12, 12, 3072).
+      decoder_width, decoder_depth, decoder_num_heads, decoder_mlp_dim: decoder stack
+        (MAE: 512, 8, 16, 2048).
+      image_size, patch_size, channels: square images ``[B, channels, image_size, image_size]``.
+      batch_size: images per step.
+      mask_ratio: fraction of patches hidden from the encoder; HF keeps
+        ``int(N * (1 - mask_ratio))`` patches visible.
+      norm_pix_loss: per-patch normalised target (unbiased variance, eps 1e-6 inside the sqrt).
+      repeats: timed steps (each timed on its own; the median is reported).
+      warmup: untimed steps before them (default 2).
+      threads: intra-op threads for torch; ``None`` means ``os.cpu_count()``.
+      seed: ``torch.manual_seed`` for the weights, the batch and the masking noise.
+      measure_matmul: also time a ``dtype`` ``[2048, 2048] @ [2048, 2048]`` with the same
+        threads and report its best rate as ``"matmul_peak_tflops"``.
+      dtype: ``"float32"``, or ``"bfloat16"`` for the forward pass under ``torch.autocast``.
+
+    Returns:
+      ``{"what": "torch_train_step", "impl": "transformers.ViTMAEForPreTraining", "torch",
+      "transformers", "threads", "step_ms", "img_per_s", "params", "repeats"}`` plus
+      ``"batch_size"``, ``"num_visible"`` (HF's kept-patch count), ``"attn_implementation"``
+      and ``"dtype"`` (``"bfloat16"`` means autocast).
+
+    Raises:
+      RuntimeError: torch or transformers is not installed.
+      ValueError: a non-positive ``repeats`` or ``batch_size``, a negative ``warmup``, or a
+        ``dtype`` other than float32 and bfloat16.
+    """
+    if repeats < 1:
+        raise ValueError(f"need repeats >= 1, got repeats={repeats}")
+    with torch_mae_step(**model) as step:  # type: ignore[arg-type]
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step.run()
+            times.append(time.perf_counter() - start)
+        dtype = step.fields["dtype"]
+        matmul = torch_matmul_peak_tflops(dtype) if measure_matmul else None
+    result = step_result(step, statistics.median(times), repeats)
     if matmul is not None:
         result["matmul_peak_tflops"] = matmul
     return result

@@ -55,6 +55,32 @@ def test_a_measured_matmul_peak_bounds_the_step_and_float32_is_timed_beside_bflo
     assert line["model_flops_per_step"] == baseline["model_flops_per_step"]
 
 
+@pytest.mark.slow
+def test_the_torch_reference_is_timed_in_the_same_rounds_as_the_jax_step():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    args = [
+        "train-step", "--model", "vit_tiny", "--image-size", "32", "--patch-size", "8",
+        "--batch-size", "8", "--mask", "random", "--baseline-mask", "none",
+        "--decoder-width", "32", "--decoder-depth", "1", "--decoder-heads", "2",
+        "--repeats", "2", "--peak-tflops", "measure", "--dtype", "bfloat16", "--vs-torch",
+    ]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "mim_jax.bench", *args], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    line, torch_line = [json.loads(text) for text in done.stdout.strip().splitlines()]
+    # Each round times the JAX step and then torch's: a load that comes or goes hits both.
+    assert "timing round 1/2 | random bfloat16, torch |" in done.stderr, done.stderr
+    assert "timing round 2/2 | random bfloat16, torch |" in done.stderr, done.stderr
+    assert torch_line["what"] == "torch_train_step" and torch_line["dtype"] == "bfloat16"
+    assert torch_line["repeats"] == 2 and torch_line["batch_size"] == 8
+    assert torch_line["params"] == line["params"]  # the same model on both sides
+    assert line["speed_vs_torch"] == pytest.approx(torch_line["step_ms"] / line["step_ms"])
+    assert torch_line["matmul_peak_tflops"] > 0
+    assert 0 < torch_line["matmul_bound_ms"] < torch_line["step_ms"]
+
+
 def test_peak_tflops_must_be_positive_or_measure():
     done = subprocess.run(
         [sys.executable, "-m", "mim_jax.bench", "train-step", "--peak-tflops", "fast"],
