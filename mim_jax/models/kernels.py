@@ -6,7 +6,7 @@ full-size intermediates for the backward pass (on XLA:CPU even the LayerNorm sca
 its input (plus per-row statistics or the attention probabilities) and computes its gradient in
 one expression. On XLA:CPU this cut the ViT-Tiny/16 MAE train step (b32, 224 px) by about a
 fifth; see ``python -m mim_jax.bench train-step``. The values and gradients equal the plain
-autodiff versions to float32 rounding (tests/test_kernels.py).
+autodiff versions to float32 rounding (tests/models/test_models_kernels.py).
 
 LayerNorm, GELU and the softmax compute in float32 whatever the input dtype (bfloat16 compute
 included), as ``torch.nn.LayerNorm`` / ``F.gelu`` / SDPA do under autocast.
