@@ -196,6 +196,7 @@ def part_train_step(work: Path) -> dict[str, Any]:
             "step_s": ours["step_ms"] / 1e3, "img_per_s": ours["img_per_s"],
             "torch_step_s": torch["step_ms"] / 1e3, "torch_img_per_s": torch["img_per_s"],
             "speed_vs_torch": ours["speed_vs_torch"],
+            "speed_vs_torch_per_round": ours["speed_vs_torch_per_round"],
         }  # fmt: skip
     done, _ = sh([PY, "-m", "mim_jax.bench", "train-step", "--model", "vit_tiny", "--image-size",
                   "224", "--patch-size", "16", "--batch-size", "32", "--mask", "green",
@@ -231,6 +232,8 @@ def part_bf16(work: Path) -> dict[str, Any]:
         "torch_autocast_step_s": torch["step_ms"] / 1e3,
         "bf16_vs_f32": ours["speed_vs_float32"],
         "bf16_vs_torch_autocast": ours["speed_vs_torch"],
+        "bf16_vs_f32_per_round": ours["speed_vs_float32_per_round"],
+        "bf16_vs_torch_autocast_per_round": ours["speed_vs_torch_per_round"],
         "matmul_tflops": matmul,
     }
     out["readme"] = (

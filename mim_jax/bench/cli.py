@@ -18,7 +18,9 @@ with the measurement, and the ratio between the two.
       in the same interleaved rounds (with --dtype bfloat16 it runs under
       torch.autocast("cpu", dtype=torch.bfloat16), its mixed precision);
       --baseline-dtype float32 times the same step in float32, interleaved, and the measured
-      line carries "speed_vs_float32" (float32 step time / bfloat16 step time).
+      line carries "speed_vs_float32" (float32 step time / bfloat16 step time). Each speed-up
+      also comes per round ("speed_vs_torch_per_round", "speed_vs_float32_per_round"): the
+      ratio within each round, whose spread shows how much the machine's noise moves it.
       --peak-tflops measure times a dense matmul in the compute dtype on one device first and
       uses that as the peak: lines then also carry "matmul_peak_tflops" and "matmul_bound_ms",
       the step's model FLOPs at that rate (no step computing these FLOPs can be faster); the
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 import time
 from collections.abc import Sequence
 
@@ -43,7 +46,13 @@ from mim_jax import masking
 from mim_jax.bench import floor as bench_floor
 from mim_jax.bench import plan as bench_plan
 from mim_jax.bench.model_args import add_model_arguments, model_kwargs
-from mim_jax.bench.timing import matmul_peak_tflops, peak_tflops_arg, time_interleaved
+from mim_jax.bench.timing import (
+    matmul_peak_tflops,
+    peak_tflops_arg,
+    per_round_ratios,
+    time_interleaved,
+    time_interleaved_rounds,
+)
 
 
 def mask_step(name: str, batch_size: int, grid: tuple[int, ...], mask_ratio: float):
@@ -161,7 +170,8 @@ def bench_train_step(args: argparse.Namespace) -> list[dict]:
         if args.vs_torch:  # timed in the same rounds as the JAX steps
             torch_step = stack.enter_context(torch_reference_step(args, runners[steps[0]][2]))
             fns["torch"] = lambda _: torch_step.run()
-        timed = time_interleaved(fns, args.repeats, args.inner)
+        rounds = time_interleaved_rounds(fns, args.repeats, args.inner)
+        timed = {name: statistics.median(times) for name, times in rounds.items()}
         torch_peak = None
         if args.vs_torch and args.peak_tflops == "measure":
             from mim_jax.bench.torch_ref import torch_matmul_peak_tflops
@@ -204,6 +214,9 @@ def bench_train_step(args: argparse.Namespace) -> list[dict]:
         elif dtype != args.dtype:
             result["baseline_for"] = f"{args.mask} in {args.dtype}"
             results[0][f"speed_vs_{dtype}"] = step_s / seconds[steps[0]]
+            results[0][f"speed_vs_{dtype}_per_round"] = per_round_ratios(
+                rounds[f"{mask} {dtype}"], rounds[f"{args.mask} {args.dtype}"]
+            )
         results.append(result)
     if args.vs_torch:
         from mim_jax.bench.torch_ref import step_result
@@ -213,6 +226,9 @@ def bench_train_step(args: argparse.Namespace) -> list[dict]:
             result["matmul_peak_tflops"] = torch_peak
             result["matmul_bound_ms"] = results[0]["model_flops_per_step"] / (torch_peak * 1e9)
         results[0]["speed_vs_torch"] = results[0]["img_per_s"] / result["img_per_s"]
+        results[0]["speed_vs_torch_per_round"] = per_round_ratios(
+            rounds["torch"], rounds[f"{args.mask} {args.dtype}"]
+        )
         results.append(result)
     return results
 

@@ -16,13 +16,14 @@ import jax
 from mim_jax.core.metrics import Eta
 
 
-def time_interleaved(
+def time_interleaved_rounds(
     fns: dict[str, Callable[[int], object]], repeats: int, inner: int
-) -> dict[str, float]:
-    """Median seconds per call of each function, timing them in alternation.
+) -> dict[str, list[float]]:
+    """Seconds per call of each function in each of ``repeats`` rounds, timed in alternation.
 
     Each round calls every function ``inner`` times in a row (after ``block_until_ready``); the
-    rounds alternate between functions so that drift in machine load hits all of them alike.
+    rounds alternate between functions so that drift in machine load hits all of them alike,
+    and two functions' times in the same round were taken seconds apart.
     """
     samples: dict[str, list[float]] = {name: [] for name in fns}
     call = 0
@@ -36,7 +37,22 @@ def time_interleaved(
             jax.block_until_ready(out)
             samples[name].append((time.perf_counter() - start) / inner)
         print(eta.line(r + 1, ", ".join(fns)), file=sys.stderr, flush=True)  # stdout: JSON
-    return {name: statistics.median(times) for name, times in samples.items()}
+    return samples
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[int], object]], repeats: int, inner: int
+) -> dict[str, float]:
+    """Median seconds per call of each function, timed in alternation (see
+    :func:`time_interleaved_rounds`)."""
+    rounds = time_interleaved_rounds(fns, repeats, inner)
+    return {name: statistics.median(times) for name, times in rounds.items()}
+
+
+def per_round_ratios(slower: list[float], faster: list[float]) -> list[float]:
+    """``slower[i] / faster[i]`` for each round: a speed-up measured within one round each, so
+    its spread shows how far the machine's noise moves one comparison."""
+    return [s / f for s, f in zip(slower, faster, strict=True)]
 
 
 MATMUL_SIZE = 2048

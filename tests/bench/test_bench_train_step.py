@@ -52,6 +52,8 @@ def test_a_measured_matmul_peak_bounds_the_step_and_float32_is_timed_beside_bflo
     # The float32 step, timed in the same rounds, gives the ratio the README quotes.
     assert baseline["baseline_for"] == "random in bfloat16" and "mfu" not in baseline
     assert line["speed_vs_float32"] == pytest.approx(baseline["step_ms"] / line["step_ms"])
+    # --repeats 1: the one round's ratio is the ratio itself.
+    assert line["speed_vs_float32_per_round"] == pytest.approx([line["speed_vs_float32"]])
     assert line["model_flops_per_step"] == baseline["model_flops_per_step"]
 
 
@@ -77,6 +79,10 @@ def test_the_torch_reference_is_timed_in_the_same_rounds_as_the_jax_step():
     assert torch_line["repeats"] == 2 and torch_line["batch_size"] == 8
     assert torch_line["params"] == line["params"]  # the same model on both sides
     assert line["speed_vs_torch"] == pytest.approx(torch_line["step_ms"] / line["step_ms"])
+    # One ratio per round; with two rounds the ratio of the medians (means) lies between them.
+    per_round = line["speed_vs_torch_per_round"]
+    assert len(per_round) == 2 and min(per_round) > 0
+    assert min(per_round) * (1 - 1e-9) <= line["speed_vs_torch"] <= max(per_round) * (1 + 1e-9)
     assert torch_line["matmul_peak_tflops"] > 0
     assert 0 < torch_line["matmul_bound_ms"] < torch_line["step_ms"]
 
