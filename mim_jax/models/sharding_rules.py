@@ -27,7 +27,8 @@ with ``nnx.get_partition_spec`` + the rules. ``rules_for_mesh(mesh.axis_names)``
 to a mesh without, e.g., a ``tensor`` axis.
 
 A name that is missing from the rules passes through flax unchanged and is then read as a mesh
-axis, so every name above must appear in the table (``tests/models/test_models_sharding.py`` checks it).
+axis, so every name above must appear in the table (``tests/models/test_models_sharding.py``
+checks it).
 """
 
 from __future__ import annotations
