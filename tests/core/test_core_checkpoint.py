@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -100,6 +101,10 @@ CHILD = textwrap.dedent(
 )
 
 
+def _step_2_started(folder) -> bool:
+    return any(name != "1" for name in os.listdir(folder))
+
+
 def test_a_process_killed_mid_save_leaves_the_last_complete_step(tmp_path):
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True
@@ -107,13 +112,18 @@ def test_a_process_killed_mid_save_leaves_the_last_complete_step(tmp_path):
     try:
         for line in child.stdout:
             if line.startswith("SAVING 2"):
+                # Kill once step 2's writing has begun on disk: on a loaded machine the
+                # background writer may not have created anything yet when save() returns.
+                deadline = time.monotonic() + 60
+                while not _step_2_started(tmp_path) and time.monotonic() < deadline:
+                    time.sleep(0.005)
                 child.send_signal(signal.SIGKILL)
                 break
     finally:
         child.wait(timeout=120)
     assert child.returncode == -signal.SIGKILL
     leftovers = [name for name in os.listdir(tmp_path) if name not in ("1",)]
-    assert leftovers, "the kill came after step 2 was finalised; the test proves nothing"
+    assert leftovers, "step 2 never appeared on disk before the kill; the test proves nothing"
     assert not (tmp_path / "2" / "commit_success.txt").exists()
     store = CheckpointStore(tmp_path, keep=5)
     assert store.all_steps() == [1]
