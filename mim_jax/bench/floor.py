@@ -19,7 +19,8 @@ c = 1 with a cls token, Q = N - K): patch embed ``[B*K, P] x [P, De]``; encoder 
 ``B*(K+c)`` rows; decoder embed; decoder blocks on ``B*(N+c)`` rows, the last one with its
 keys/values on all rows and its query side on ``B*Q`` rows; the head on ``B*Q`` rows; attention
 as batched ``[L, hd] x [hd, L]`` and ``[L, L] x [L, hd]`` products per (sample, head). A dense
-layer ``[R, I] x [I, O]`` costs three products (``x @ w``, ``dy @ w.T``, ``x.T @ dy``); an
+layer ``[R, I] x [I, O]`` costs three products (``x @ w``, ``dy @ w.T``, and ``x.T @ dy`` in
+JAX as the step computes it, :func:`mim_jax.models.kernels.weight_gradient`); an
 attention product's backward is timed as two more products of the same size. The FLOPs add up
 to :func:`mim_jax.models.mae_train_flops` with ``num_decoded = N - K``.
 """
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 
 from mim_jax import masking
 from mim_jax.bench.timing import best_seconds
+from mim_jax.models import kernels
 from mim_jax.models.config import MAEConfig
 
 
@@ -130,7 +132,7 @@ def _jax_seconds(op: Dense | Attention, repeats: int, dtype: str = "float32") ->
         products = [
             (lambda a, b: dot(a, b), x, w),
             (lambda a, b: dot(a, b.T), dy, w),
-            (lambda a, b: dot(a.T, b), x, dy),
+            (kernels.weight_gradient, x, dy),
         ]
         scale = 1
     else:

@@ -78,16 +78,33 @@ def _linear_bwd(dtype, residuals, grad):
     grad = grad.astype(dtype)
     out_axes = range(1, n_out + 1)
     d_x = _contract(grad, kernel_c, out_axes, range(n_in, n_in + n_out))
-    # Rows flattened to [R, prod(I)] x [R, prod(O)]: XLA:CPU has no bfloat16 -> float32 kernel
-    # for this (contract the rows) form with several feature axes and fails at run time.
-    rows = x_c.shape[0]
-    d_kernel = _contract(x_c.reshape(rows, -1), grad.reshape(rows, -1), (0,), (0,))
-    d_kernel = d_kernel.reshape(kernel.shape)
+    d_kernel = weight_gradient(x_c, grad).reshape(kernel.shape)
     d_bias = jnp.sum(grad.astype(jnp.float32), axis=0)
     return d_x.astype(x_like.dtype), d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype)
 
 
 linear.defvjp(_linear_fwd, _linear_bwd)
+
+
+def weight_gradient(x: jax.Array, grad: jax.Array) -> jax.Array:
+    """``x^T grad`` summed over the rows: [R, *I] x [R, *O] -> float32 [prod(I), prod(O)].
+
+    Both operands are flattened to [R, prod(I)] and [R, prod(O)]: XLA:CPU has no bfloat16 ->
+    float32 kernel for the contract-the-rows form with several feature axes and fails at run
+    time. In a narrower dtype than float32 with an even R the rows are also split as [2, R/2]
+    and both halves contracted in the one product: XLA:CPU lowers the plain [R, I] x [R, O]
+    form as a float32 product over converted operands, while the split form gets ``x``
+    transposed to [I, R] once and a native bfloat16 matmul (YNNPACK). At the ViT-Tiny MAE
+    decoder's shapes ([6304, 512] x [6304, 2048]) that is 2-3x faster on a Zen 4 core with
+    AVX512-BF16 (``python -m mim_jax.bench floor --dtype bfloat16``). The sum is the same; on
+    other backends the two forms compile to one product.
+    """
+    rows = x.shape[0]
+    x, grad = x.reshape(rows, -1), grad.reshape(rows, -1)
+    if x.dtype == jnp.float32 or rows % 2:
+        return _contract(x, grad, (0,), (0,))
+    halves = (2, rows // 2)
+    return _contract(x.reshape(*halves, -1), grad.reshape(*halves, -1), (0, 1), (0, 1))
 
 
 # ---------------------------------------------------------------------------------- LayerNorm

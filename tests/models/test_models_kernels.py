@@ -1,5 +1,7 @@
 """The hand-written backward passes of mim_jax.models.kernels against plain autodiff."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -166,6 +168,57 @@ def test_linear_in_bfloat16_returns_float32_parameter_grads_close_to_float32():
     )
     want = _grads(_reference_linear, x, kernel, bias)
     _close((out, d_x, d_kernel, d_bias), want, 3e-2)
+
+
+@settings(deadline=None, max_examples=10)
+@given(
+    rows=st.integers(1, 12),
+    fan_in=st.lists(st.integers(1, 5), min_size=1, max_size=2),
+    fan_out=st.lists(st.integers(1, 5), min_size=1, max_size=2),
+    seed=st.integers(0, 2**16),
+)
+def test_the_bfloat16_weight_gradient_is_the_float32_sum_over_every_row(
+    rows, fan_in, fan_out, seed
+):
+    # Even row counts take the split [2, R/2] form, odd ones the plain form: both must sum
+    # every row once, in float32, from the bfloat16 operands.
+    ks = jax.random.split(jax.random.key(seed), 2)
+    x = jax.random.normal(ks[0], (rows, *fan_in)).astype(jnp.bfloat16)
+    grad = jax.random.normal(ks[1], (rows, *fan_out)).astype(jnp.bfloat16)
+    got = kernels.weight_gradient(x, grad)
+    want = np.asarray(x, np.float32).reshape(rows, -1).T @ np.asarray(grad, np.float32).reshape(
+        rows, -1
+    )
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def _compiled_dot_operand_dtypes(fn, *args) -> list[tuple[str, str]]:
+    """(lhs, rhs) element types of every ``dot`` in ``fn``'s compiled (optimised) HLO."""
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", text))
+    return [
+        (types[lhs], types[rhs])
+        for lhs, rhs in re.findall(r" dot\(%([\w.\-]+), %([\w.\-]+)\)", text)
+    ]
+
+
+def test_every_product_of_the_compiled_bfloat16_linear_gradient_takes_bfloat16_operands():
+    # XLA:CPU turns a bfloat16 product it has no native kernel for into a float32 dot between
+    # converts (about half the bfloat16 rate). The weight gradient's plain contract-the-rows
+    # form was such a product; this fails if any product of forward or backward falls back.
+    ks = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(ks[0], (512, 64)).astype(jnp.bfloat16)
+    kernel = jax.random.normal(ks[1], (64, 128))
+    bias = jnp.zeros((128,))
+    bf16 = jnp.dtype(jnp.bfloat16)
+
+    def loss(x, kernel, bias):
+        return jnp.sum(kernels.linear(x, kernel, bias, bf16).astype(jnp.float32) ** 2)
+
+    dots = _compiled_dot_operand_dtypes(jax.grad(loss, argnums=(0, 1, 2)), x, kernel, bias)
+    assert len(dots) == 3, dots  # forward, d_x, d_kernel
+    assert dots == [("bf16", "bf16")] * 3, dots
 
 
 def test_dense_module_equals_linear_general_with_the_same_tree():

@@ -73,6 +73,19 @@ def test_sharded_step_matches_one_device(single_device, mesh_shape):
     assert adam and all(m.sharding.is_equivalent_to(kernel.sharding, 2) for m in adam)
 
 
+@pytest.mark.xdist_group("sharded")
+@pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 2, 2)])
+def test_sharded_bfloat16_step_matches_one_device(mesh_shape):
+    # The bfloat16 step partitioned over the mesh (its products, and the weight gradients'
+    # split row sums of kernels.weight_gradient) agrees with one device, and with float32.
+    _, ref, _ = run((1, 1, 1), steps=1, dtype="bfloat16")
+    _, got, _ = run(mesh_shape, steps=1, dtype="bfloat16")
+    assert float(got["loss"]) == pytest.approx(float(ref["loss"]), rel=1e-3)
+    assert float(got["grad_norm"]) == pytest.approx(float(ref["grad_norm"]), rel=1e-2)
+    _, f32, _ = run((1, 1, 1), steps=1)
+    assert float(got["grad_norm"]) == pytest.approx(float(f32["grad_norm"]), rel=5e-2)
+
+
 def test_masks_differ_per_sample_on_every_device():
     """One key, a batch sharded over 8 devices: every sample gets its own pattern."""
     mesh = make_mesh(8, 1, 1)
