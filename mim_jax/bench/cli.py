@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import time
 from collections.abc import Sequence
 
@@ -48,6 +47,7 @@ from mim_jax.bench import plan as bench_plan
 from mim_jax.bench.model_args import add_model_arguments, model_kwargs
 from mim_jax.bench.timing import (
     matmul_peak_tflops,
+    medians,
     peak_tflops_arg,
     per_round_ratios,
     time_interleaved,
@@ -171,7 +171,7 @@ def bench_train_step(args: argparse.Namespace) -> list[dict]:
             torch_step = stack.enter_context(torch_reference_step(args, runners[steps[0]][2]))
             fns["torch"] = lambda _: torch_step.run()
         rounds = time_interleaved_rounds(fns, args.repeats, args.inner)
-        timed = {name: statistics.median(times) for name, times in rounds.items()}
+        timed = medians(rounds)
         torch_peak = None
         if args.vs_torch and args.peak_tflops == "measure":
             from mim_jax.bench.torch_ref import torch_matmul_peak_tflops

@@ -45,7 +45,11 @@ def time_interleaved(
 ) -> dict[str, float]:
     """Median seconds per call of each function, timed in alternation (see
     :func:`time_interleaved_rounds`)."""
-    rounds = time_interleaved_rounds(fns, repeats, inner)
+    return medians(time_interleaved_rounds(fns, repeats, inner))
+
+
+def medians(rounds: dict[str, list[float]]) -> dict[str, float]:
+    """The median of each function's per-round seconds."""
     return {name: statistics.median(times) for name, times in rounds.items()}
 
 

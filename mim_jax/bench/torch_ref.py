@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
 import os
 import statistics
 import time
@@ -270,6 +271,10 @@ def time_torch_mae_step(
       ValueError: a non-positive ``repeats`` or ``batch_size``, a negative ``warmup``, or a
         ``dtype`` other than float32 and bfloat16.
     """
+    try:  # a misspelt or missing model argument fails here, before torch is imported
+        inspect.signature(torch_mae_step).bind(**model)
+    except TypeError as error:
+        raise TypeError(f"time_torch_mae_step: {error}") from None
     if repeats < 1:
         raise ValueError(f"need repeats >= 1, got repeats={repeats}")
     with torch_mae_step(**model) as step:  # type: ignore[arg-type]

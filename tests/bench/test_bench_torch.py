@@ -115,6 +115,17 @@ def test_rejects_bad_repeats():
         bench_torch.time_torch_mae_step(**TINY, batch_size=2, mask_ratio=0.75, repeats=0)
 
 
+def test_a_misspelt_model_argument_is_named_before_torch_runs(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # the check comes before the import
+    with pytest.raises(TypeError, match=r"time_torch_mae_step: .*'decoder_heads'"):
+        bench_torch.time_torch_mae_step(
+            **TINY, batch_size=2, mask_ratio=0.75, repeats=1, decoder_heads=4
+        )
+    missing = {k: v for k, v in TINY.items() if k != "width"}
+    with pytest.raises(TypeError, match=r"time_torch_mae_step: .*'width'"):
+        bench_torch.time_torch_mae_step(**missing, batch_size=2, mask_ratio=0.75, repeats=1)
+
+
 def test_available():
     assert bench_torch.torch_available()
 
