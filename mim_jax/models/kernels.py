@@ -96,12 +96,14 @@ def weight_gradient(x: jax.Array, grad: jax.Array) -> jax.Array:
     form as a float32 product over converted operands, while the split form gets ``x``
     transposed to [I, R] once and a native bfloat16 matmul (YNNPACK). At the ViT-Tiny MAE
     decoder's shapes ([6304, 512] x [6304, 2048]) that is 2-3x faster on a Zen 4 core with
-    AVX512-BF16 (``python -m mim_jax.bench floor --dtype bfloat16``). The sum is the same; on
-    other backends the two forms compile to one product.
+    AVX512-BF16 (``python -m mim_jax.bench floor --dtype bfloat16``). The sum is the same.
+    GPUs and TPUs run the plain form natively, and there it keeps a data-sharded R free of
+    the halves' boundary (which an odd number of shards would straddle), so the split is
+    CPU-only, like the CPU attention path in ``layers``.
     """
     rows = x.shape[0]
     x, grad = x.reshape(rows, -1), grad.reshape(rows, -1)
-    if x.dtype == jnp.float32 or rows % 2:
+    if x.dtype == jnp.float32 or rows % 2 or jax.default_backend() != "cpu":
         return _contract(x, grad, (0,), (0,))
     halves = (2, rows // 2)
     return _contract(x.reshape(*halves, -1), grad.reshape(*halves, -1), (0, 1), (0, 1))
