@@ -13,7 +13,9 @@ with the measurement, and the ratio between the two.
       [--dtype bfloat16 --baseline-dtype float32]
       one line per step measured: {"what": "train_step", "mask": ..., "img_per_s", "step_ms",
       "compile_s", "devices", "peak_memory_bytes", "model_flops_per_step", "model_tflops_per_s",
-      "mfu" (with --peak-tflops), ...}; the baseline mask's line carries "step_time_vs_baseline";
+      "mfu" (with --peak-tflops), "dot_flop_shares" ({"bf16": 0.94, "f32": 0.06}: the share
+      of the compiled step's dot FLOPs by operand type, see mim_jax.bench.hlo_dots), ...};
+      the baseline mask's line carries "step_time_vs_baseline";
       with --vs-torch a "torch_train_step" line and "speed_vs_torch", transformers' step timed
       in the same interleaved rounds (with --dtype bfloat16 it runs under
       torch.autocast("cpu", dtype=torch.bfloat16), its mixed precision);
@@ -44,6 +46,7 @@ import numpy as np
 from mim_jax import masking
 from mim_jax.bench import floor as bench_floor
 from mim_jax.bench import plan as bench_plan
+from mim_jax.bench.hlo_dots import dot_flop_shares
 from mim_jax.bench.model_args import add_model_arguments, model_kwargs
 from mim_jax.bench.timing import (
     matmul_peak_tflops,
@@ -150,7 +153,13 @@ def train_step_runner(args: argparse.Namespace, mask: str, dtype: str | None = N
     decoded = n - k if model.config.decoder.kind == "mae" else None
     flops = models.mae_train_flops(model.config, k, decoded, batch_size=args.batch_size)
     params = sum(x.size for x in jax.tree.leaves(compiled.state.params))
-    info = {"compile_s": compile_s, "peak_memory_bytes": peak, "flops": flops, "params": params}
+    info = {
+        "compile_s": compile_s,
+        "peak_memory_bytes": peak,
+        "flops": flops,
+        "params": params,
+        "dot_flop_shares": dot_flop_shares(executable.as_text()),
+    }
     return run, info, model.config
 
 
@@ -199,6 +208,8 @@ def bench_train_step(args: argparse.Namespace) -> list[dict]:
             "params": info["params"],
             "model_flops_per_step": info["flops"],
             "model_tflops_per_s": tflops,
+            # What the compiled products really run in (a backend may upcast bfloat16 ones).
+            "dot_flop_shares": {k: round(v, 4) for k, v in info["dot_flop_shares"].items()},
             "devices": jax.device_count(),
             "mesh": {"data": args.data, "fsdp": args.fsdp, "tensor": args.tensor},
             "backend": jax.default_backend(),
