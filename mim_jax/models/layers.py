@@ -207,6 +207,14 @@ def _attend(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     return kernels.attention(q, k, v).transpose(0, 2, 1, 3)
 
 
+def _self_attend(qkv: jax.Array) -> jax.Array:
+    """:func:`_attend` of a fused projection [B, L, 3, H, hd] -> [B, L, H, hd]; on CPU through
+    :func:`kernels.self_attention` (one transpose each way instead of one per slice)."""
+    if jax.default_backend() != "cpu":
+        return _attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+    return kernels.self_attention(qkv)
+
+
 class SelfAttention(nnx.Module):
     """Multi-head self-attention with a fused qkv projection ([B, L, D] -> [B, L, D])."""
 
@@ -226,7 +234,7 @@ class SelfAttention(nnx.Module):
         b, length, width = x.shape
         qkv = self.qkv(x.reshape(b * length, width))  # [B*L, 3, H, hd]: 2-D dots (see Mlp)
         qkv = qkv.reshape(b, length, *qkv.shape[1:])
-        out = _attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])  # [B, L, H, hd]
+        out = _self_attend(qkv)  # [B, L, H, hd]
         return self._project_out(out)
 
     def from_queries(self, queries: jax.Array, x: jax.Array) -> jax.Array:

@@ -129,6 +129,53 @@ def test_the_cpu_attention_path_equals_jax_dot_product_attention():
     _close(_grads(layers._attend, q, k, v), _grads(jax.nn.dot_product_attention, q, k, v), 2e-4)
 
 
+def _reference_self_attention(qkv):
+    """Slices, heads in front, :func:`_reference_attention`, heads back: [B, L, 3, H, hd]."""
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    return _reference_attention(q, k, v).transpose(0, 2, 1, 3)
+
+
+@settings(deadline=None, max_examples=10)
+@given(
+    batch=st.integers(1, 3),
+    length=st.integers(1, 13),
+    heads=st.integers(1, 4),
+    head_dim=st.sampled_from([1, 4, 8]),
+    seed=st.integers(0, 2**16),
+)
+def test_self_attention_from_a_packed_projection_matches_autodiff(
+    batch, length, heads, head_dim, seed
+):
+    qkv = jax.random.normal(jax.random.key(seed), (batch, length, 3, heads, head_dim)) * 2
+    got = _grads(kernels.self_attention, qkv)
+    assert got[0].shape == (batch, length, heads, head_dim)
+    _close(got, _grads(_reference_self_attention, qkv), 2e-4)
+
+
+def test_self_attention_in_bfloat16_runs_its_products_in_bfloat16():
+    qkv = jax.random.normal(jax.random.key(5), (2, 9, 3, 3, 8))
+    out, (d_qkv,) = _grads(kernels.self_attention, qkv.astype(jnp.bfloat16))
+    assert out.dtype == d_qkv.dtype == jnp.bfloat16
+    _close((out, d_qkv), _grads(_reference_self_attention, qkv), 5e-2)
+    # The whole layer, as the model runs it: fused projection, attention, output projection.
+    layer = layers.SelfAttention(
+        24, 3, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs=nnx.Rngs(0)
+    )
+    graphdef, params = nnx.split(layer)
+    x = jax.random.normal(jax.random.key(6), (4, 17, 24)).astype(jnp.bfloat16)
+
+    def loss(params, x):
+        return jnp.sum(nnx.merge(graphdef, params)(x).astype(jnp.float32) ** 2)
+
+    dots = _compiled_dot_operand_dtypes(jax.grad(loss, argnums=(0, 1)), params, x)
+    assert len(dots) == 3 * 2 + 6  # two dense layers, attention's 2 forward + 4 backward
+    # XLA:CPU upcasts batched bfloat16 products whose operands are transposes to float32:
+    # slicing q, k, v out of the projection and transposing each left all 6 attention products
+    # in float32. With the heads moved once, both forward products and dQ run in bfloat16;
+    # dV, dK (contracting the query rows) and dP (from the transposed dO) still do not.
+    assert dots.count(("bf16", "bf16")) >= 9, dots
+
+
 def _reference_linear(x, kernel, bias):
     n_in = kernel.ndim - bias.ndim
     return jnp.tensordot(x, kernel, axes=n_in) + bias
