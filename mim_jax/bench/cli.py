@@ -13,7 +13,7 @@ with the measurement, and the ratio between the two.
       [--dtype bfloat16 --baseline-dtype float32]
       one line per step measured: {"what": "train_step", "mask": ..., "img_per_s", "step_ms",
       "compile_s", "devices", "peak_memory_bytes", "model_flops_per_step", "model_tflops_per_s",
-      "mfu" (with --peak-tflops), "dot_flop_shares" ({"bf16": 0.94, "f32": 0.06}: the share
+      "mfu" (with --peak-tflops), "dot_flop_shares" ({"bf16": 0.97, "f32": 0.03}: the share
       of the compiled step's dot FLOPs by operand type, see mim_jax.bench.hlo_dots), ...};
       the baseline mask's line carries "step_time_vs_baseline";
       with --vs-torch a "torch_train_step" line and "speed_vs_torch", transformers' step timed
