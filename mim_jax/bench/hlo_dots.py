@@ -11,40 +11,59 @@ float32 part: some of attention's batched products). ``bench train-step`` report
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
 # `%name = f32[6304,512]{1,0} dot(%lhs, %rhs), lhs_batch_dims=..., lhs_contracting_dims={1}, ...`
 _DEFINITION = re.compile(r"%([\w.\-]+) = (\w+)\[([\d,]*)\]")
-_DOT = re.compile(r"%[\w.\-]+ = \w+\[([\d,]*)\]\S* dot\(%([\w.\-]+), %[\w.\-]+\)(.*)")
+_DOT = re.compile(r"%[\w.\-]+ = \w+\[([\d,]*)\]\S* dot\(%([\w.\-]+), %([\w.\-]+)\)(.*)")
 _LHS_CONTRACTING = re.compile(r"lhs_contracting_dims=\{([\d,]*)\}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dot:
+    """One ``dot`` of optimised HLO: its operands' element types (HLO names) and its FLOPs."""
+
+    lhs_type: str
+    rhs_type: str
+    flops: int  # 2 x multiply-adds
 
 
 def _dims(text: str) -> list[int]:
     return [int(d) for d in text.split(",") if d]
 
 
-def dot_flops_by_operand_type(hlo_text: str) -> dict[str, int]:
-    """FLOPs (2 x multiply-adds) of every ``dot`` in optimised HLO text, by lhs element type.
+def dots(hlo_text: str) -> list[Dot]:
+    """Every ``dot`` in optimised HLO text, in the order the text lists them.
 
     Args:
       hlo_text: ``compiled.as_text()`` of a ``jax.jit(...).lower(...).compile()``; dots inside
         fusions count (instruction names are unique within an HLO module).
-
-    Returns:
-      ``{"bf16": flops, "f32": flops, ...}`` (HLO type names); empty without dots.
     """
     shapes = {name: (kind, _dims(dims)) for name, kind, dims in _DEFINITION.findall(hlo_text)}
-    flops: dict[str, int] = {}
+    found = []
     for line in hlo_text.splitlines():
         dot = _DOT.search(line)
         if dot is None:
             continue
-        result, lhs, attributes = dot.groups()
-        kind, lhs_dims = shapes[lhs]
+        result, lhs, rhs, attributes = dot.groups()
+        lhs_type, lhs_dims = shapes[lhs]
         contracting = _LHS_CONTRACTING.search(attributes)
         depth = math.prod(lhs_dims[i] for i in _dims(contracting.group(1))) if contracting else 1
-        flops[kind] = flops.get(kind, 0) + 2 * math.prod(_dims(result)) * depth
+        found.append(Dot(lhs_type, shapes[rhs][0], 2 * math.prod(_dims(result)) * depth))
+    return found
+
+
+def dot_flops_by_operand_type(hlo_text: str) -> dict[str, int]:
+    """FLOPs of every :func:`dots` entry, added up by lhs element type.
+
+    Returns:
+      ``{"bf16": flops, "f32": flops, ...}`` (HLO type names); empty without dots.
+    """
+    flops: dict[str, int] = {}
+    for dot in dots(hlo_text):
+        flops[dot.lhs_type] = flops.get(dot.lhs_type, 0) + dot.flops
     return flops
 
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import TINY_MAE
 
 from mim_jax import masking, models
-from mim_jax.bench.hlo_dots import dot_flop_shares, dot_flops_by_operand_type
+from mim_jax.bench.hlo_dots import dot_flop_shares, dot_flops_by_operand_type, dots
 from mim_jax.core.optimizer import OptimizerConfig, make_optimizer
 from mim_jax.core.sharding import make_mesh
 from mim_jax.masking import MaskSpec
@@ -27,6 +27,9 @@ def test_plain_and_batched_products_are_counted_with_their_contracted_size():
         return jnp.sum(a @ b) + jnp.sum(jnp.einsum("bij,bjk->bik", x, y))
 
     text = _compiled_text(two_products, a, b, x, y)
+    found = dots(text)
+    assert sorted(dot.flops for dot in found) == [2 * 4 * 8 * 5 * 3, 2 * 64 * 32 * 16]
+    assert {(dot.lhs_type, dot.rhs_type) for dot in found} == {("f32", "f32")}
     assert dot_flops_by_operand_type(text) == {"f32": 2 * 64 * 32 * 16 + 2 * 4 * 8 * 5 * 3}
     assert dot_flop_shares(text) == {"f32": 1.0}
     assert dot_flops_by_operand_type(_compiled_text(lambda a: a + 1, a)) == {}

@@ -1,7 +1,5 @@
 """The hand-written backward passes of mim_jax.models.kernels against plain autodiff."""
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +8,7 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mim_jax.bench import hlo_dots
 from mim_jax.models import kernels, layers
 
 
@@ -243,11 +242,7 @@ def test_the_bfloat16_weight_gradient_is_the_float32_sum_over_every_row(
 def _compiled_dot_operand_dtypes(fn, *args) -> list[tuple[str, str]]:
     """(lhs, rhs) element types of every ``dot`` in ``fn``'s compiled (optimised) HLO."""
     text = jax.jit(fn).lower(*args).compile().as_text()
-    types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", text))
-    return [
-        (types[lhs], types[rhs])
-        for lhs, rhs in re.findall(r" dot\(%([\w.\-]+), %([\w.\-]+)\)", text)
-    ]
+    return [(dot.lhs_type, dot.rhs_type) for dot in hlo_dots.dots(text)]
 
 
 def test_every_product_of_the_compiled_bfloat16_linear_gradient_takes_bfloat16_operands():
