@@ -15,6 +15,13 @@ os.environ["XLA_FLAGS"] = " ".join(
 ).strip()
 
 
+def one_device_xla_flags() -> str:
+    """This session's ``XLA_FLAGS`` without the virtual device count, for a subprocess (or
+    notebook kernel) that runs on one CPU device as a user's would; the other flags stay."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    return " ".join(f for f in flags if not f.startswith("--xla_force_host_platform_device_count"))
+
+
 # A tiny MAE (mim_jax.models.mae_model kwargs) shared by the train-step and checkpoint tests.
 TINY_MAE = dict(
     image_size=32,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import one_device_xla_flags
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -44,11 +45,7 @@ def _kernel_xla_flags() -> str:
     # The kernels run on one CPU device, as a user's notebook does (conftest's 8 virtual devices
     # are for sharding tests). Their programs are tiny, so XLA's compile time dominates on a CPU;
     # a lower LLVM optimisation level compiles about 4x faster (same results up to rounding).
-    flags = [
-        f
-        for f in os.environ.get("XLA_FLAGS", "").split()
-        if not f.startswith("--xla_force_host_platform_device_count")
-    ]
+    flags = one_device_xla_flags().split()
     if not any(f.startswith("--xla_backend_optimization_level") for f in flags):
         flags.append("--xla_backend_optimization_level=0")
     return " ".join(flags)

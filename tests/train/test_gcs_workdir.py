@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import one_device_xla_flags
 
 emulator = pytest.importorskip("gcp_storage_emulator.server")
 gcsfs = pytest.importorskip("gcsfs")
@@ -52,16 +53,10 @@ def bucket():
         "PYTHONPATH": str(ROOT),
         # One device, not the suite's 8 virtual ones: the emulator serves one request at a time,
         # and 8 devices' shard writes made this test take 2.5 min alone and 5+ min in the suite.
-        "XLA_FLAGS": _one_device(os.environ.get("XLA_FLAGS", "")),
+        "XLA_FLAGS": one_device_xla_flags(),
     }
     yield env
     server.stop()
-
-
-def _one_device(flags: str) -> str:
-    """``flags`` with the virtual device count set to 1 (the other flags kept)."""
-    kept = [f for f in flags.split() if not f.startswith("--xla_force_host_platform_device_count")]
-    return " ".join([*kept, "--xla_force_host_platform_device_count=1"])
 
 
 def train(env, cwd, *extra: str) -> subprocess.CompletedProcess:
