@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from mim_jax import masking
 from mim_jax.bench.timing import best_seconds
@@ -115,35 +116,50 @@ def _block(part: str, rows: int, width: int, mlp_dim: int, count: int) -> list[D
     ]
 
 
-def _jax_seconds(op: Dense | Attention, repeats: int, dtype: str = "float32") -> float:
-    """Seconds of one layer's products (forward and backward) in JAX, ``dtype`` operands.
+def _contract(a: jax.Array, b: jax.Array, a_axis: int, b_axis: int) -> jax.Array:
+    """``a`` . ``b`` over one axis each, float32 accumulation and result, as the step's products.
 
-    Products accumulate into (and return) float32, as the step's do.
+    Written as one ``dot_general`` with its dimension numbers, like
+    :func:`mim_jax.models.kernels.linear`, rather than ``a @ b.T``: XLA:CPU decides whether a
+    bfloat16 product runs natively before it folds a transpose into the product, so the
+    transposed form was timed with float32 operands (about twice the step's time for ``dy @ w.T``
+    in bfloat16).
+    """
+    dims = (((a_axis,), (b_axis,)), ((), ()))
+    return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+
+
+def jax_products(op: Dense | Attention, dtype: str = "float32") -> tuple[list, int]:
+    """One layer's products as ``(function, lhs, rhs)`` triples in JAX, and their multiplicity.
+
+    A dense layer ``[R, I] x [I, O]`` gives ``x @ w``, ``dy @ w^T`` and the weight gradient
+    (:func:`mim_jax.models.kernels.weight_gradient`), each once; an attention layer gives
+    ``q k^T`` and ``p v`` (all ``dtype`` operands, float32 results), to be counted three times
+    (forward, and the backward's two products per forward product, of the same sizes).
     """
     ones = functools.partial(jnp.ones, dtype=dtype)
-    dot = functools.partial(jnp.matmul, preferred_element_type=jnp.float32)
-    einsum = functools.partial(jnp.einsum, preferred_element_type=jnp.float32)
     if isinstance(op, Dense):
         x, w, dy = (
             ones((op.rows, op.fan_in)),
             ones((op.fan_in, op.fan_out)),
             ones((op.rows, op.fan_out)),
         )
-        products = [
-            (lambda a, b: dot(a, b), x, w),
-            (lambda a, b: dot(a, b.T), dy, w),
-            (kernels.weight_gradient, x, dy),
-        ]
-        scale = 1
-    else:
-        qs = ones((op.batch, op.heads, op.lq, op.head_dim))
-        ks = ones((op.batch, op.heads, op.lk, op.head_dim))
-        probs = ones((op.batch, op.heads, op.lq, op.lk))
-        products = [
-            (lambda a, b: einsum("bhqd,bhkd->bhqk", a, b), qs, ks),
-            (lambda a, b: einsum("bhqk,bhkd->bhqd", a, b), probs, ks),
-        ]
-        scale = 3
+        forward = functools.partial(_contract, a_axis=1, b_axis=0)
+        input_gradient = functools.partial(_contract, a_axis=1, b_axis=1)
+        return [(forward, x, w), (input_gradient, dy, w), (kernels.weight_gradient, x, dy)], 1
+    einsum = functools.partial(jnp.einsum, preferred_element_type=jnp.float32)
+    qs = ones((op.batch, op.heads, op.lq, op.head_dim))
+    ks = ones((op.batch, op.heads, op.lk, op.head_dim))
+    probs = ones((op.batch, op.heads, op.lq, op.lk))
+    return [
+        (lambda a, b: einsum("bhqd,bhkd->bhqk", a, b), qs, ks),
+        (lambda a, b: einsum("bhqk,bhkd->bhqd", a, b), probs, ks),
+    ], 3
+
+
+def _jax_seconds(op: Dense | Attention, repeats: int, dtype: str = "float32") -> float:
+    """Seconds of one layer's products (:func:`jax_products`, forward and backward) in JAX."""
+    products, scale = jax_products(op, dtype)
     total = 0.0
     for fn, a, b in products:
         call = functools.partial(jax.jit(fn), a, b)

@@ -6,10 +6,12 @@ import json
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from mim_jax import masking, models
-from mim_jax.bench.floor import step_matmuls
+from mim_jax.bench.floor import Attention, Dense, jax_products, step_matmuls
+from mim_jax.bench.hlo_dots import dots
 
 
 @pytest.mark.parametrize(
@@ -27,6 +29,19 @@ def test_the_timed_matmuls_are_exactly_the_counted_step_flops(name, kwargs, rati
     k = masking.num_visible(n, ratio)
     ops = step_matmuls(config, batch_size=3, mask_ratio=ratio)
     assert sum(op.flops for op in ops) == models.mae_train_flops(config, k, n - k, batch_size=3)
+
+
+@pytest.mark.parametrize(
+    "op", [Dense("decoder", rows=96, fan_in=64, fan_out=48), Attention(2, 3, 17, 17, 8)]
+)
+def test_every_product_the_bfloat16_floor_times_takes_bfloat16_operands(op):
+    # XLA:CPU runs a product whose operand is an explicit transpose (``dy @ w.T``) in float32:
+    # the floor must time the forms the bfloat16 step compiles, not that one.
+    products, _ = jax_products(op, "bfloat16")
+    for fn, a, b in products:
+        compiled = jax.jit(fn).lower(a, b).compile().as_text()
+        types = {(dot.lhs_type, dot.rhs_type) for dot in dots(compiled)}
+        assert types == {("bf16", "bf16")}, (fn, types)
 
 
 def test_crossmae_is_refused_with_the_reason():
