@@ -22,7 +22,8 @@ Parts:
              torch-export extra) and the green-mask cost.
   bf16       ``bench train-step --dtype bfloat16 --baseline-dtype float32 --vs-torch`` (ViT-Tiny):
              bfloat16 against its own float32 step and against transformers under autocast,
-             and the 2048^3 matmul rate in both dtypes.
+             the 2048^3 matmul rate in both dtypes, and the step's matmul floor
+             (``bench floor``) in both dtypes.
   floor      ``bench floor --vs-torch`` for ViT-Tiny and ViT-Base.
   plan       ``bench plan`` for ViT-Huge on 64 devices: wall time, compile time, peak memory.
   compare    ``evaluate.compare``: the masking-strategy table (3 seeds, about 16 minutes).
@@ -226,6 +227,12 @@ def part_bf16(work: Path) -> dict[str, Any]:
              "d = ('float32', 'bfloat16'); r = [{k: p(k) for k in d} for _ in range(3)]; "
              "print(json.dumps({k: max(x[k] for x in r) for k in d}))")  # fmt: skip
     matmul = json_lines(sh([PY, "-c", check])[0].stdout)[-1]
+    # The step's own products at its own shapes (bench floor): what the step's ratio can reach.
+    floor = {}
+    for dtype in ("float32", "bfloat16"):
+        done, _ = sh([PY, "-m", "mim_jax.bench", "floor", "--model", "vit_tiny", "--batch-size",
+                      "32", "--dtype", dtype, "--repeats", "3"])  # fmt: skip
+        floor[dtype] = json_lines(done.stdout)[0]["floor_ms"] / 1e3
     out = {
         "bf16_step_s": ours["step_ms"] / 1e3,
         "f32_step_s": f32["step_ms"] / 1e3,
@@ -235,10 +242,14 @@ def part_bf16(work: Path) -> dict[str, Any]:
         "bf16_vs_f32_per_round": ours["speed_vs_float32_per_round"],
         "bf16_vs_torch_autocast_per_round": ours["speed_vs_torch_per_round"],
         "matmul_tflops": matmul,
+        "floor_s": floor,
     }
     out["readme"] = (
         f"| 2048^3 matmul, bfloat16 vs float32 (JAX) | "
         f"{matmul['bfloat16'] / matmul['float32']:.2f}x | (hardware check) |\n"
+        f"| the step's matmul floor (`bench floor`), bfloat16 vs float32 | "
+        f"{floor['float32'] / floor['bfloat16']:.2f}x ({floor['bfloat16']:.2f} s vs "
+        f"{floor['float32']:.2f} s) | (bound on the step's ratio) |\n"
         f"| mim_jax bfloat16 step vs transformers under autocast | "
         f"**{out['bf16_vs_torch_autocast']:.2f}x** ({out['bf16_step_s']:.2f} s vs "
         f"{out['torch_autocast_step_s']:.2f} s) | >= 1.2x |\n"
