@@ -17,16 +17,29 @@ from mim_jax.core.metrics import Eta
 
 
 def time_interleaved_rounds(
-    fns: dict[str, Callable[[int], object]], repeats: int, inner: int
+    fns: dict[str, Callable[[int], object]], repeats: int, inner: int, warmup_rounds: int = 1
 ) -> dict[str, list[float]]:
     """Seconds per call of each function in each of ``repeats`` rounds, timed in alternation.
 
     Each round calls every function ``inner`` times in a row (after ``block_until_ready``); the
     rounds alternate between functions so that drift in machine load hits all of them alike,
     and two functions' times in the same round were taken seconds apart.
+
+    ``warmup_rounds`` untimed rounds of the same alternation come first. A function warmed up on
+    its own is not warm once the others have run: with the malloc settings of
+    :mod:`mim_jax.runtime`, torch's reference step, built after the JAX steps' own first call,
+    took heap that the JAX step then faulted in again inside the first timed round (650 k page
+    faults, about 1 s of system time for the ViT-Tiny step on a 2-core EPYC), so the first
+    round's ratio came out 0.76-0.79x against about 0.95x in the others.
     """
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+    if warmup_rounds:
+        print(f"timing: {warmup_rounds} untimed warm-up round(s)", file=sys.stderr, flush=True)
     call = 0
+    for _ in range(warmup_rounds):
+        for fn in fns.values():
+            jax.block_until_ready(fn(call))
+            call += 1
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     eta = Eta(repeats, "timing round")
     for r in range(repeats):
         for name, fn in fns.items():
