@@ -129,7 +129,10 @@ def _contract(a: jax.Array, b: jax.Array, a_axis: int, b_axis: int) -> jax.Array
     return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
 
 
-def jax_products(op: Dense | Attention, dtype: str = "float32") -> tuple[list, int]:
+Product = tuple[Callable[[jax.Array, jax.Array], jax.Array], jax.Array, jax.Array]
+
+
+def jax_products(op: Dense | Attention, dtype: str = "float32") -> tuple[list[Product], int]:
     """One layer's products as ``(function, lhs, rhs)`` triples in JAX, and their multiplicity.
 
     A dense layer ``[R, I] x [I, O]`` gives ``x @ w``, ``dy @ w^T`` and the weight gradient
