@@ -34,7 +34,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from mim_jax import masking
 from mim_jax.bench.timing import best_seconds
@@ -116,19 +115,6 @@ def _block(part: str, rows: int, width: int, mlp_dim: int, count: int) -> list[D
     ]
 
 
-def _contract(a: jax.Array, b: jax.Array, a_axis: int, b_axis: int) -> jax.Array:
-    """``a`` . ``b`` over one axis each, float32 accumulation and result, as the step's products.
-
-    Written as one ``dot_general`` with its dimension numbers, like
-    :func:`mim_jax.models.kernels.linear`, rather than ``a @ b.T``: XLA:CPU decides whether a
-    bfloat16 product runs natively before it folds a transpose into the product, so the
-    transposed form was timed with float32 operands (about twice the step's time for ``dy @ w.T``
-    in bfloat16).
-    """
-    dims = (((a_axis,), (b_axis,)), ((), ()))
-    return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
-
-
 Product = tuple[Callable[[jax.Array, jax.Array], jax.Array], jax.Array, jax.Array]
 
 
@@ -147,8 +133,8 @@ def jax_products(op: Dense | Attention, dtype: str = "float32") -> tuple[list[Pr
             ones((op.fan_in, op.fan_out)),
             ones((op.rows, op.fan_out)),
         )
-        forward = functools.partial(_contract, a_axis=1, b_axis=0)
-        input_gradient = functools.partial(_contract, a_axis=1, b_axis=1)
+        forward = functools.partial(kernels.contract, a_axes=(1,), b_axes=(0,))
+        input_gradient = functools.partial(kernels.contract, a_axes=(1,), b_axes=(1,))
         return [(forward, x, w), (input_gradient, dy, w), (kernels.weight_gradient, x, dy)], 1
     einsum = functools.partial(jnp.einsum, preferred_element_type=jnp.float32)
     qs = ones((op.batch, op.heads, op.lq, op.head_dim))

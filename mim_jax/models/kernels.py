@@ -36,8 +36,14 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 # ------------------------------------------------------------------------------------- linear
-def _contract(a: jax.Array, b: jax.Array, a_axes, b_axes) -> jax.Array:
-    """``a`` . ``b`` over the given axes, float32 accumulation and result."""
+def contract(a: jax.Array, b: jax.Array, a_axes, b_axes) -> jax.Array:
+    """``a`` . ``b`` over the given axes (sequences of ints), float32 accumulation and result.
+
+    One ``dot_general`` with its dimension numbers, never ``a @ b.T``: XLA:CPU decides whether
+    a bfloat16 product runs natively before it folds a transpose into the product, so the
+    transposed spelling runs with float32 operands. ``bench floor`` times the step's products
+    through this function too.
+    """
     dims = ((tuple(a_axes), tuple(b_axes)), ((), ()))
     return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
 
@@ -65,7 +71,7 @@ def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: jnp.dtype) -
 def _linear_fwd(x, kernel, bias, dtype):
     n_in = kernel.ndim - bias.ndim
     x_c, kernel_c = x.astype(dtype), kernel.astype(dtype)
-    out = _contract(x_c, kernel_c, range(1, n_in + 1), range(n_in))
+    out = contract(x_c, kernel_c, range(1, n_in + 1), range(n_in))
     out = (out + bias.astype(jnp.float32)).astype(dtype)
     # kernel and bias are the parameters themselves (alive anyway), kept for their dtypes; an
     # empty array carries x's dtype (residuals must be arrays).
@@ -77,7 +83,7 @@ def _linear_bwd(dtype, residuals, grad):
     n_in, n_out = kernel.ndim - bias.ndim, bias.ndim
     grad = grad.astype(dtype)
     out_axes = range(1, n_out + 1)
-    d_x = _contract(grad, kernel_c, out_axes, range(n_in, n_in + n_out))
+    d_x = contract(grad, kernel_c, out_axes, range(n_in, n_in + n_out))
     d_kernel = weight_gradient(x_c, grad).reshape(kernel.shape)
     d_bias = jnp.sum(grad.astype(jnp.float32), axis=0)
     return d_x.astype(x_like.dtype), d_kernel.astype(kernel.dtype), d_bias.astype(bias.dtype)
@@ -104,9 +110,9 @@ def weight_gradient(x: jax.Array, grad: jax.Array) -> jax.Array:
     rows = x.shape[0]
     x, grad = x.reshape(rows, -1), grad.reshape(rows, -1)
     if x.dtype == jnp.float32 or rows % 2 or jax.default_backend() != "cpu":
-        return _contract(x, grad, (0,), (0,))
+        return contract(x, grad, (0,), (0,))
     halves = (2, rows // 2)
-    return _contract(x.reshape(*halves, -1), grad.reshape(*halves, -1), (0, 1), (0, 1))
+    return contract(x.reshape(*halves, -1), grad.reshape(*halves, -1), (0, 1), (0, 1))
 
 
 # ---------------------------------------------------------------------------------- LayerNorm
